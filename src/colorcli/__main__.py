@@ -1,0 +1,3 @@
+from colorcli.cli import app
+
+app(prog_name="colorcli")

@@ -1,0 +1,27 @@
+"""``colorcli models``: the registered models, their shipped weights and val metrics."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from colorcli.cli.common import out, user_errors
+
+
+def models() -> None:
+    """List models with their shipped weights and validation metrics."""
+    from colorcli.models import list_models
+    from colorcli.weights import default_weights_path, read_metadata
+
+    table = Table("model", "weights", "val PSNR", "val ΔCF", "trained")
+    with user_errors():
+        for name in list_models():
+            path = default_weights_path(name)
+            if path is None:
+                table.add_row(name, "-", "-", "-", "not trained yet")
+                continue
+            meta = read_metadata(path)
+            m, t = meta.get("metrics", {}), meta.get("training", {})
+            fmt = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
+            table.add_row(name, str(path), fmt(m.get("psnr")), fmt(m.get("delta_cf")),
+                          f"{t.get('minutes', '?')} min, {t.get('device', '?')}")
+    out.print(table)

@@ -1,0 +1,101 @@
+"""``colorcli train`` and ``colorcli prepare``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from colorcli.cli.common import err, out, user_errors
+
+
+class _RichCallbacks:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
+        err.print(
+            f"training on {info['device']}: {info['photos']} photos, "
+            f"{info['steps_per_epoch']} steps/epoch, {info['params'] / 1e6:.2f}M parameters"
+        )
+        self.task = self.progress.add_task("train", total=total_steps, loss="")
+
+    def on_step(self, step: int, total_steps: int, loss: float, phase: str) -> None:
+        self.progress.update(self.task, completed=step, total=total_steps, loss=f"loss {loss:.4f} ({phase})")
+
+    def on_validate(self, step: int, result: dict[str, float], best: bool) -> None:
+        keys = ("loss", "psnr", "delta_cf", "cf_gap", "auc")
+        text = "  ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
+        err.print(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}")
+
+    def on_message(self, text: str) -> None:
+        err.print(text)
+
+
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to train (see `colorcli models`).")],
+    data: Annotated[list[str], typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (best on validation).")],
+    val: Annotated[Path | None, typer.Option("--val", help="Folder of colour photos for validation.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue from (OUT.ckpt).")] = None,
+    minutes: Annotated[float | None, typer.Option("--minutes", help="Training time budget in minutes.")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Number of epochs (may be fractional).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,
+    size: Annotated[int, typer.Option("--size", help="Training crop size in pixels.")] = 128,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
+    freeze_frac: Annotated[float, typer.Option("--freeze-frac", help="Fraction of training with the pretrained encoder frozen.")] = 0.3,
+    val_limit: Annotated[int | None, typer.Option("--val-limit", help="Use only the first N validation photos.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
+) -> None:
+    """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""
+    from colorcli.train import TrainConfig
+    from colorcli.train import train as run_train
+
+    cfg = TrainConfig(
+        model=model, data=[str(d) for d in data], out=str(out_path), val=str(val) if val else None,
+        resume=str(resume) if resume else None, minutes=minutes, epochs=epochs,
+        batch_size=batch_size, size=size, device=device, lr=lr, freeze_frac=freeze_frac,
+        val_limit=val_limit, max_steps=max_steps, seed=seed, cache_dir=str(cache_dir),
+        command="colorcli " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+    )
+    with user_errors(), Progress(*columns, console=err, transient=False) as progress:
+        result = run_train(cfg, _RichCallbacks(progress))
+    best = ", ".join(f"{k}={v:.3f}" for k, v in result.best.items() if isinstance(v, float))
+    out.print(f"{result.weights}  steps={result.steps} epochs={result.epochs:.2f} "
+              f"minutes={result.seconds / 60:.1f}  best: {best}", highlight=False)
+    if result.interrupted:
+        err.print(f"resume with: colorcli train --model {model} --data ... --out {out_path} --resume {result.checkpoint}")
+        raise typer.Exit(130)
+
+
+def prepare(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of colour photos.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Cache file to write (.npz).")],
+    size: Annotated[int, typer.Option("--size", help="Side of the square crops stored.")] = 128,
+    quality: Annotated[int, typer.Option("--quality", help="JPEG quality of the stored crops.")] = 82,
+) -> None:
+    """Decode, crop and cache training photos once (grayscale ones are skipped)."""
+    from colorcli.data import prepare as run_prepare
+
+    with user_errors(), Progress(*Progress.get_default_columns(), console=err) as progress:
+        task = progress.add_task("prepare", total=None)
+        res = run_prepare(
+            list(folders), out_path, size=size, quality=quality,
+            progress=lambda i, n: progress.update(task, completed=i, total=n),
+        )
+    for path, why in res.failed:
+        err.print(f"skipped {why}", highlight=False)
+    out.print(f"{res.path}: {res.kept} photos ({res.skipped_gray} grayscale skipped, "
+              f"{len(res.failed)} unreadable), {res.bytes / 2**20:.1f} MiB", highlight=False)

@@ -1,0 +1,292 @@
+"""The one module that owns colour.
+
+sRGB <-> CIE Lab (D65) and sRGB <-> CIELUV as plain, differentiable torch ops (the hot path),
+the L/ab normalisation constants, and the quantisation of ab into bins used by classification
+models (soft encoding, class rebalancing, annealed-mean decoding). Nothing else in colorcli
+converts colour spaces; scikit-image serves only as the reference in tests.
+
+Conventions: images are ``(B, 3, H, W)`` or ``(3, H, W)`` float tensors; sRGB in [0, 1],
+L in [0, 100], a/b in about [-110, 110], U/V in about [-100, 100].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Normalisation constants (richzhang's BaseColor): network input is L / L_NORM in [0, 1];
+# regression targets are ab / AB_NORM in about [-1, 1].
+L_CENT = 50.0
+L_NORM = 100.0
+AB_NORM = 110.0
+
+# Quantisation of ab (Zhang et al.): square bins of side 10 with centres on multiples of 10.
+AB_GRID = 10.0
+AB_RANGE = 110.0
+
+# CIELUV binning for the luv50 model: U and V in [-100, 100], 50 equal bins each.
+UV_RANGE = 100.0
+UV_BINS = 50
+
+# D65 reference white and the sRGB primaries (same values as scikit-image).
+_WHITE = (0.95047, 1.0, 1.08883)
+_RGB2XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_EPS = 0.008856
+_KAPPA = 7.787
+_LUV_KAPPA = 903.3
+
+
+def _matrix(device: torch.device, dtype: torch.dtype, *, inverse: bool = False) -> torch.Tensor:
+    m = torch.tensor(_RGB2XYZ, dtype=torch.float64)
+    if inverse:
+        m = torch.linalg.inv(m)
+    return m.to(device=device, dtype=dtype)
+
+
+def _channels_first(fn):
+    """Let the converters take (3, H, W) as well as (B, 3, H, W)."""
+
+    def wrapper(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            return fn(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
+        return fn(x)
+
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+
+
+def _linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
+    return torch.where(
+        lin > 0.0031308, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055, lin * 12.92
+    )
+
+
+def _rgb_to_xyz(rgb: torch.Tensor) -> torch.Tensor:
+    lin = _srgb_to_linear(rgb)
+    return torch.einsum("ij,bjhw->bihw", _matrix(rgb.device, rgb.dtype), lin)
+
+
+def _xyz_to_rgb(xyz: torch.Tensor) -> torch.Tensor:
+    lin = torch.einsum("ij,bjhw->bihw", _matrix(xyz.device, xyz.dtype, inverse=True), xyz)
+    return _linear_to_srgb(lin).clamp(0.0, 1.0)
+
+
+def _white(ref: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(_WHITE, device=ref.device, dtype=ref.dtype).view(1, 3, 1, 1)
+
+
+@_channels_first
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB ``(B, 3, H, W)`` in [0, 1] -> Lab, L in [0, 100], a/b in about [-110, 110]."""
+    xyz = _rgb_to_xyz(rgb) / _white(rgb)
+    f = torch.where(xyz > _EPS, xyz.clamp(min=_EPS) ** (1 / 3), _KAPPA * xyz + 16 / 116)
+    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
+    return torch.cat([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+@_channels_first
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+    L, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
+    fy = (L + 16) / 116
+    fx = a / 500 + fy
+    fz = (fy - b / 200).clamp(min=0.0)  # scikit-image clips negative z too
+    f = torch.cat([fx, fy, fz], dim=1)
+    xyz = torch.where(f**3 > _EPS, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
+    return _xyz_to_rgb(xyz)
+
+
+def _uv_prime(xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y, z = xyz[:, 0:1], xyz[:, 1:2], xyz[:, 2:3]
+    denom = x + 15 * y + 3 * z + 1e-12
+    return 4 * x / denom, 9 * y / denom
+
+
+def _white_uv(ref: torch.Tensor) -> tuple[float, float]:
+    wx, wy, wz = _WHITE
+    denom = wx + 15 * wy + 3 * wz
+    return 4 * wx / denom, 9 * wy / denom
+
+
+@_channels_first
+def rgb_to_luv(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB ``(B, 3, H, W)`` in [0, 1] -> CIELUV, L in [0, 100], U/V in about [-100, 180]."""
+    xyz = _rgb_to_xyz(rgb)
+    y = xyz[:, 1:2] / _WHITE[1]
+    L = torch.where(y > _EPS, 116 * y.clamp(min=_EPS) ** (1 / 3) - 16, _LUV_KAPPA * y)
+    up, vp = _uv_prime(xyz)
+    u0, v0 = _white_uv(rgb)
+    return torch.cat([L, 13 * L * (up - u0), 13 * L * (vp - v0)], dim=1)
+
+
+@_channels_first
+def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
+    """CIELUV ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+    L, u, v = luv[:, 0:1], luv[:, 1:2], luv[:, 2:3]
+    y = torch.where(L > 7.999625, ((L + 16) / 116) ** 3, L / _LUV_KAPPA) * _WHITE[1]
+    u0, v0 = _white_uv(luv)
+    a = u0 + u / (13 * L + 1e-12)
+    b = v0 + v / (13 * L + 1e-12)
+    b = torch.where(b.abs() < 1e-12, torch.full_like(b, 1e-12), b)
+    c = 3 * y * (5 * b - 3)
+    z = ((a - 4) * c - 15 * a * b * y) / (12 * b)
+    x = -(c / b + 3 * z)
+    xyz = torch.cat([x, y, z], dim=1)
+    # Black (L = 0) has no chroma; avoid the 0/0 above turning into NaN.
+    xyz = torch.where(L > 0, xyz, torch.zeros_like(xyz))
+    return _xyz_to_rgb(xyz)
+
+
+def rgb_to_gray_l(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB ``(B, 3, H, W)`` -> L ``(B, 1, H, W)`` in [0, 100]."""
+    return rgb_to_lab(rgb)[:, 0:1]
+
+
+def gray_lab_to_rgb(L: torch.Tensor) -> torch.Tensor:
+    """L ``(B, 1, H, W)`` -> the neutral sRGB image with that lightness."""
+    return lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], dim=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# ab quantisation (Zhang et al. 2016)
+
+
+def gamut_bins(*, grid: float = AB_GRID, samples: int = 48) -> np.ndarray:
+    """Centres ``(Q, 2)`` of the ab bins that the sRGB gamut reaches (Q = 313 for grid 10).
+
+    The RGB cube is sampled on a ``samples``^3 lattice (with its faces), converted to Lab, and
+    every bin hit by at least one colour is kept.
+    """
+    t = torch.linspace(0.0, 1.0, samples, dtype=torch.float64)
+    r, g, b = torch.meshgrid(t, t, t, indexing="ij")
+    rgb = torch.stack([r, g, b]).reshape(1, 3, -1, 1)
+    ab = rgb_to_lab(rgb)[0, 1:, :, 0].T.numpy()
+    idx = np.unique(np.round(ab / grid).astype(np.int64), axis=0)
+    return (idx * grid).astype(np.float32)
+
+
+def ab_to_bin_index(ab: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Hard assignment: ab ``(B, 2, H, W)`` -> index ``(B, H, W)`` of the nearest bin centre."""
+    b, _, h, w = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    d = torch.cdist(flat, centres.to(flat))
+    return d.argmin(dim=1).view(b, h, w)
+
+
+def soft_encode(
+    ab: torch.Tensor, centres: torch.Tensor, *, neighbours: int = 5, sigma: float = 5.0
+) -> torch.Tensor:
+    """Soft-encode ab ``(B, 2, H, W)`` over ``Q`` bins -> ``(B, Q, H, W)`` summing to 1.
+
+    Each pixel spreads over its ``neighbours`` nearest bin centres with Gaussian weights
+    (``sigma`` in ab units), as in Zhang et al.
+    """
+    b, _, h, w = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    d = torch.cdist(flat, centres.to(flat))
+    dist, idx = d.topk(neighbours, dim=1, largest=False)
+    wts = torch.exp(-(dist**2) / (2 * sigma**2))
+    wts = wts / wts.sum(dim=1, keepdim=True)
+    out = torch.zeros(flat.shape[0], centres.shape[0], dtype=flat.dtype, device=flat.device)
+    out.scatter_(1, idx, wts)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def smooth_prior(
+    counts: np.ndarray, centres: np.ndarray, *, sigma: float = 5.0
+) -> np.ndarray:
+    """Empirical bin distribution smoothed with a Gaussian of ``sigma`` over ab space."""
+    p = np.asarray(counts, dtype=np.float64)
+    p = p / max(p.sum(), 1e-12)
+    d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1).astype(np.float64)
+    k = np.exp(-d2 / (2 * sigma**2))
+    sp = k @ p
+    return sp / sp.sum()
+
+
+def rebalance_weights(prior: np.ndarray, *, lam: float = 0.5) -> np.ndarray:
+    """Class-rebalancing weights ``w ∝ ((1 - λ) p + λ / Q)^-1``, normalised so E_p[w] = 1."""
+    p = np.asarray(prior, dtype=np.float64)
+    w = 1.0 / ((1 - lam) * p + lam / p.shape[0])
+    return (w / (p * w).sum()).astype(np.float32)
+
+
+def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """Decode bin logits ``(B, Q, H, W)`` to ab ``(B, 2, H, W)`` with the annealed mean.
+
+    ``f_T(z) = exp(log z / T) / Σ exp(log z / T)`` equals ``softmax(logits / T)``; T = 1 is the
+    mean, T -> 0 the mode. Very small T is handled as the mode so the result stays finite.
+    """
+    c = centres.to(logits)
+    if temperature <= 1e-3:
+        return c[logits.argmax(dim=1)].permute(0, 3, 1, 2)
+    q = torch.softmax(logits.float() / temperature, dim=1).to(logits.dtype)
+    return torch.einsum("bqhw,qc->bchw", q, c)
+
+
+def uv_bin_edges(*, bins: int = UV_BINS, span: float = UV_RANGE) -> np.ndarray:
+    return np.linspace(-span, span, bins + 1, dtype=np.float32)
+
+
+def uv_to_bin_index(uv: torch.Tensor, *, bins: int = UV_BINS, span: float = UV_RANGE) -> torch.Tensor:
+    """U or V values -> bin index in [0, bins), values outside ±span go to the end bins."""
+    idx = torch.floor((uv + span) / (2 * span) * bins).long()
+    return idx.clamp(0, bins - 1)
+
+
+def uv_bin_means(*, bins: int = UV_BINS, span: float = UV_RANGE) -> np.ndarray:
+    edges = uv_bin_edges(bins=bins, span=span)
+    return ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
+
+
+def resize_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ab (or any chroma) ``(B, C, h, w)`` to ``size = (H, W)``."""
+    if tuple(ab.shape[-2:]) == tuple(size):
+        return ab
+    return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+
+
+def chroma(ab: torch.Tensor) -> torch.Tensor:
+    """Chroma ``sqrt(a² + b²)`` of ab ``(B, 2, H, W)`` -> ``(B, 1, H, W)``."""
+    return torch.sqrt((ab**2).sum(dim=1, keepdim=True) + 1e-12)
+
+
+__all__ = [
+    "AB_GRID",
+    "AB_NORM",
+    "AB_RANGE",
+    "L_CENT",
+    "L_NORM",
+    "UV_BINS",
+    "UV_RANGE",
+    "ab_to_bin_index",
+    "annealed_mean",
+    "chroma",
+    "gamut_bins",
+    "gray_lab_to_rgb",
+    "lab_to_rgb",
+    "luv_to_rgb",
+    "rebalance_weights",
+    "resize_ab",
+    "rgb_to_gray_l",
+    "rgb_to_lab",
+    "rgb_to_luv",
+    "smooth_prior",
+    "soft_encode",
+    "uv_bin_edges",
+    "uv_bin_means",
+    "uv_to_bin_index",
+]
+

@@ -1,0 +1,176 @@
+"""Zhang et al. "Colorful Image Colorization" on an EfficientNet-Lite0 encoder.
+
+``mcl`` predicts a distribution over the in-gamut ab bins at 1/4 resolution, trained with
+class-rebalanced multinomial cross-entropy on soft-encoded targets and decoded with the
+annealed mean (T = 0.38). ``l2`` is the same network with a 2-channel regression head and L2
+loss, the comparison the paper makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from colorcli import color
+from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.effnet import EfficientNetLite0Encoder, load_pretrained_lite0
+from colorcli.models.registry import register_model
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorNetConfig(ModelConfig):
+    head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
+    decoder_width: int = 128  # channels of the deepest decoder stage; halves towards stride 4
+    width_div: int = 1  # >1 shrinks the encoder (tiny test variants only)
+    pretrained: bool = True  # load the ImageNet encoder when building for training
+    temperature: float = 0.38
+    lam: float = 0.5  # class-rebalancing mix with the uniform distribution
+    sigma: float = 5.0  # soft-encoding and prior-smoothing Gaussian, ab units
+    neighbours: int = 5
+    default_size: int = 224
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class UpBlock(nn.Module):
+    """x2 bilinear upsampling, concatenation with the skip feature, two 3x3 conv + BN + ReLU."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(cin + cskip, cout), _conv_bn(cout, cout))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.body(torch.cat([x, skip], dim=1))
+
+
+class ColorNet(ColorModel):
+    """L ``(B, 1, H, W)`` in [0, 100] -> raw output at stride 4: bin logits ``(B, Q, H/4, W/4)``
+    for the "bins" head, ab / 110 ``(B, 2, H/4, W/4)`` for the "l2" head."""
+
+    family = "colornet"
+
+    def __init__(self, config: ColorNetConfig, *, arch: str) -> None:
+        super().__init__(config, arch=arch)
+        self.encoder = EfficientNetLite0Encoder(in_chans=1, width_div=config.width_div)
+        if config.pretrained and config.width_div == 1:
+            load_pretrained_lite0(self.encoder)
+        c2, c4, c8, c16, c32 = self.encoder.channels
+        w = config.decoder_width
+        self.bottleneck = nn.Sequential(nn.Conv2d(c32, w, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True))
+        self.up16 = UpBlock(w, c16, w)
+        self.up8 = UpBlock(w, c8, w * 3 // 4)
+        self.up4 = UpBlock(w * 3 // 4, c4, w // 2)
+        centres = torch.from_numpy(color.gamut_bins())
+        q = centres.shape[0]
+        out = q if config.head == "bins" else 2
+        self.head = nn.Conv2d(w // 2, out, 1)
+        if config.head == "bins":
+            self.register_buffer("centres", centres)
+            # Uniform until training data sets the prior (see ``set_prior``).
+            self.register_buffer("prior", torch.full((q,), 1.0 / q))
+            self.register_buffer("class_weights", torch.ones(q))
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        x = (L / color.L_NORM - 0.5) / 0.5
+        _, f4, f8, f16, f32 = self.encoder(x)
+        y = self.bottleneck(f32)
+        y = self.up16(y, f16)
+        y = self.up8(y, f8)
+        y = self.up4(y, f4)
+        return self.head(y)
+
+    def set_prior(self, counts: np.ndarray) -> None:
+        """Set the class-rebalancing prior from ab-bin counts over the training data."""
+        if self.config.head != "bins":
+            return
+        centres = self.centres.numpy()
+        prior = color.smooth_prior(counts, centres, sigma=self.config.sigma)
+        self.prior.copy_(torch.from_numpy(prior).float())
+        self.class_weights.copy_(torch.from_numpy(color.rebalance_weights(prior, lam=self.config.lam)))
+
+    def decode(self, raw: torch.Tensor, *, temperature: float | None = None) -> torch.Tensor:
+        if self.config.head == "bins":
+            t = self.config.temperature if temperature is None else temperature
+            return color.annealed_mean(raw, self.centres, temperature=t)
+        return raw * color.AB_NORM
+
+    def loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ab = F.adaptive_avg_pool2d(batch["ab"], raw.shape[-2:])
+        if self.config.head == "bins":
+            return rebalanced_cross_entropy(
+                raw, ab, self.centres, self.class_weights,
+                neighbours=self.config.neighbours, sigma=self.config.sigma,
+            )
+        return F.mse_loss(raw.float(), ab / color.AB_NORM)
+
+    def decode_info(self) -> dict[str, Any]:
+        if self.config.head == "bins":
+            return {
+                "kind": "annealed_mean",
+                "temperature": self.config.temperature,
+                "centres": self.centres.tolist(),
+                "stride": 4,
+            }
+        return {"kind": "regression", "scale": color.AB_NORM, "stride": 4}
+
+
+def rebalanced_cross_entropy(
+    logits: torch.Tensor,
+    ab: torch.Tensor,
+    centres: torch.Tensor,
+    class_weights: torch.Tensor,
+    *,
+    neighbours: int = 5,
+    sigma: float = 5.0,
+) -> torch.Tensor:
+    """Zhang et al.'s loss: soft-encoded targets, each pixel weighted by the rebalancing weight
+    of its nearest bin. logits ``(B, Q, h, w)``, ab ``(B, 2, h, w)``."""
+    target = color.soft_encode(ab.float(), centres, neighbours=neighbours, sigma=sigma)
+    logp = F.log_softmax(logits.float(), dim=1)
+    per_pixel = -(target * logp).sum(dim=1)
+    w = class_weights[target.argmax(dim=1)]
+    return (w * per_pixel).mean()
+
+
+def _colornet(arch: str, **kwargs: Any) -> ColorNet:
+    return ColorNet(ColorNetConfig(**kwargs), arch=arch)
+
+
+@register_model
+def mcl(**kwargs: Any) -> ColorNet:
+    """Flagship: multinomial classification over ab bins, annealed-mean decoding."""
+    return _colornet("mcl", **{"head": "bins", **kwargs})
+
+
+@register_model
+def l2(**kwargs: Any) -> ColorNet:
+    """The flagship's network with an ab regression head and L2 loss."""
+    return _colornet("l2", **{"head": "l2", **kwargs})
+
+
+@register_model
+def test_mcl(**kwargs: Any) -> ColorNet:
+    return _colornet(
+        "test_mcl",
+        **{"head": "bins", "width_div": 4, "decoder_width": 16, "pretrained": False,
+           "default_size": 64, **kwargs},
+    )
+
+
+@register_model
+def test_l2(**kwargs: Any) -> ColorNet:
+    return _colornet(
+        "test_l2",
+        **{"head": "l2", "width_div": 4, "decoder_width": 16, "pretrained": False,
+           "default_size": 64, **kwargs},
+    )

@@ -1,0 +1,195 @@
+"""The one inference path: L -> network size -> model -> chroma -> full size -> with original L.
+
+Used by ``colorize``, ``eval``, training's validation, the ONNX parity check and the tests.
+The network sees L resized (aspect kept, short side = ``size``, both sides multiples of 32); its
+chroma is upsampled bilinearly to the photo's exact size and recombined with the ORIGINAL
+full-resolution L, so output keeps every pixel of the input's detail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorcli import color
+from colorcli.errors import ColorcliError
+from colorcli.models import ColorModel
+
+MULTIPLE = 32
+# Long side cap as a multiple of the short-side size, so thin panoramas stay affordable.
+MAX_ASPECT = 4
+# Full-resolution colour conversion runs in bands of this many pixels to bound peak memory.
+BAND_PIXELS = 1 << 21
+
+# A backend maps L (B, 1, h, w) in [0, 100] at network size to chroma (B, 2, h', w').
+Backend = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ColorcliError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def network_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) the network sees: aspect kept, short side ≈ ``size``, sides multiples of 32."""
+    if size < MULTIPLE or size % MULTIPLE:
+        raise ColorcliError(f"--size must be a positive multiple of {MULTIPLE}, got {size}")
+    scale = size / min(height, width)
+    scale = min(scale, size * MAX_ASPECT / max(height, width))
+    h = max(MULTIPLE, int(round(height * scale / MULTIPLE)) * MULTIPLE)
+    w = max(MULTIPLE, int(round(width * scale / MULTIPLE)) * MULTIPLE)
+    return h, w
+
+
+def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
+    """sRGB float ``(H, W, 3)`` -> L float32 ``(H, W)`` in [0, 100], in memory-bounded bands."""
+    h, w, _ = rgb.shape
+    out = np.empty((h, w), dtype=np.float32)
+    for r0, r1 in _bands(h, w):
+        t = torch.from_numpy(np.ascontiguousarray(rgb[r0:r1])).permute(2, 0, 1)
+        out[r0:r1] = color.rgb_to_lab(t.float())[0].numpy()
+    return out
+
+
+def recombine(L: np.ndarray, chroma: torch.Tensor, *, space: str = "lab") -> np.ndarray:
+    """Original L ``(H, W)`` + chroma ``(1, 2, h, w)`` (any h, w) -> sRGB float ``(H, W, 3)``.
+
+    The chroma is upsampled bilinearly band by band, so a 12 MP photo never holds more than a
+    few full-size float planes.
+    """
+    h, w = L.shape
+    to_rgb = color.lab_to_rgb if space == "lab" else color.luv_to_rgb
+    chroma = chroma.float().cpu()
+    ch, cw = chroma.shape[-2:]
+    out = np.empty((h, w, 3), dtype=np.float32)
+    sy = ch / h
+    for r0, r1 in _bands(h, w):
+        # Source rows needed for output rows r0..r1 (align_corners=False mapping), with margin.
+        s0 = max(0, int(math.floor((r0 + 0.5) * sy - 0.5)) - 1)
+        s1 = min(ch, int(math.ceil((r1 - 0.5) * sy - 0.5)) + 2)
+        part = chroma[..., s0:s1, :]
+        # Interpolate the full height mapping, then take our rows: exact same sampling as one
+        # full-size call, computed only for this band.
+        up = _band_interpolate(part, s0, ch, h, w, r0, r1)
+        Lt = torch.from_numpy(np.ascontiguousarray(L[r0:r1]))[None, None]
+        lab = torch.cat([Lt, up], dim=1)
+        out[r0:r1] = to_rgb(lab)[0].permute(1, 2, 0).numpy()
+    return out
+
+
+def _band_interpolate(
+    part: torch.Tensor, s0: int, src_h: int, dst_h: int, dst_w: int, r0: int, r1: int
+) -> torch.Tensor:
+    """Bilinear (align_corners=False) upsampling of rows r0..r1 of a (src_h -> dst_h) resize."""
+    scale = src_h / dst_h
+    ys = (torch.arange(r0, r1, dtype=torch.float32) + 0.5) * scale - 0.5
+    ys = ys.clamp(min=0)
+    y0 = ys.floor().long().clamp(max=src_h - 1)
+    y1 = (y0 + 1).clamp(max=src_h - 1)
+    wy = (ys - y0.float()).view(1, 1, -1, 1)
+    rows = F.interpolate(part, size=(part.shape[-2], dst_w), mode="bilinear", align_corners=False)
+    a = rows[..., y0 - s0, :]
+    b = rows[..., y1 - s0, :]
+    return a * (1 - wy) + b * wy
+
+
+def _bands(h: int, w: int) -> list[tuple[int, int]]:
+    step = max(1, BAND_PIXELS // max(w, 1))
+    return [(r, min(h, r + step)) for r in range(0, h, step)]
+
+
+class Colorizer:
+    """A model (or any backend) plus the settings to colorize photos with it."""
+
+    def __init__(
+        self,
+        model: ColorModel | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        size: int | None = None,
+        temperature: float | None = None,
+        backend: Backend | None = None,
+        chroma_space: str | None = None,
+        default_size: int | None = None,
+    ) -> None:
+        if model is None and backend is None:
+            raise ValueError("need a model or a backend")
+        self.model = model
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.temperature = temperature
+        if model is not None:
+            model.to(self.device).eval()
+            self.chroma_space = model.chroma_space
+            self.size = size or model.config.default_size
+        else:
+            self.chroma_space = chroma_space or "lab"
+            self.size = size or default_size or 224
+        self._backend = backend
+        network_size(64, 64, self.size)  # validates size early
+
+    @classmethod
+    def from_name(
+        cls,
+        name: str,
+        *,
+        weights: Path | None = None,
+        device: str = "auto",
+        size: int | None = None,
+        temperature: float | None = None,
+    ) -> Colorizer:
+        """Load model ``name`` from ``weights`` (default: its shipped file)."""
+        from colorcli.weights import default_weights_path, load_weights
+        from colorcli.models import create_model
+
+        create_model  # noqa: B018 - name check happens below via the registry
+        if weights is None:
+            from colorcli.models.registry import _MODELS
+
+            if name not in _MODELS:
+                create_model(name)  # raises UnknownModelError listing valid names
+            weights = default_weights_path(name)
+            if weights is None:
+                raise ColorcliError(
+                    f"model {name!r} has no shipped weights; train it with "
+                    f"`colorcli train --model {name}` or pass --weights FILE"
+                )
+        model = load_weights(weights, expect_arch=name)
+        return cls(model, device=resolve_device(device), size=size, temperature=temperature)
+
+    @torch.inference_mode()
+    def predict_chroma(self, L: torch.Tensor) -> torch.Tensor:
+        """L ``(B, 1, h, w)`` at network size -> chroma ``(B, 2, h', w')`` on the CPU."""
+        if self._backend is not None:
+            return self._backend(L)
+        L = L.to(self.device)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                raw = self.model(L)
+        else:
+            raw = self.model(L)
+        return self.model.decode(raw.float(), temperature=self.temperature).float().cpu()
+
+    def network_input(self, L: np.ndarray) -> torch.Tensor:
+        """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased)."""
+        h, w = network_size(*L.shape, self.size)
+        t = torch.from_numpy(np.ascontiguousarray(L))[None, None]
+        return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+    def colorize_l(self, L: np.ndarray) -> np.ndarray:
+        """L float ``(H, W)`` in [0, 100] -> sRGB float ``(H, W, 3)`` of the same size."""
+        chroma = self.predict_chroma(self.network_input(L))
+        return recombine(L, chroma, space=self.chroma_space)
+
+    def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""
+        return self.colorize_l(rgb_to_l(rgb))

@@ -1,0 +1,145 @@
+"""Shipped weights: ``.safetensors`` (fp16) plus metadata that rebuilds the model.
+
+Metadata keys (all strings, JSON where structured): ``format``, ``format_version``, ``arch``,
+``config``, ``normalisation``, ``training``, ``metrics``, ``colorcli_version``. Loading rebuilds
+the architecture from the stored ``arch`` and ``config`` and loads the tensors with
+``strict=True``; any mismatch is a :class:`WeightsError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from colorcli import __version__, color
+from colorcli.errors import UnknownModelError, WeightsError
+from colorcli.models import ColorModel, create_model, list_models
+
+FORMAT = "colorcli-weights"
+FORMAT_VERSION = 1
+_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+def weights_dirs() -> list[Path]:
+    """Where shipped weights are looked for: $COLORCLI_WEIGHTS, the repo's weights/, ./weights."""
+    dirs = []
+    if os.environ.get("COLORCLI_WEIGHTS"):
+        dirs.append(Path(os.environ["COLORCLI_WEIGHTS"]))
+    dirs += [_REPO_WEIGHTS, Path.cwd() / "weights"]
+    return dirs
+
+
+def default_weights_path(name: str) -> Path | None:
+    """The shipped weights file of model ``name``, or None if there is none."""
+    for d in weights_dirs():
+        p = d / f"{name}.safetensors"
+        if p.is_file():
+            return p
+    return None
+
+
+def save_weights(
+    model: ColorModel,
+    path: Path,
+    *,
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    half: bool = True,
+) -> Path:
+    """Write ``model`` to ``path`` atomically (float tensors as fp16 unless ``half=False``)."""
+    path = Path(path)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v.contiguous()
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "arch": model.arch,
+        "config": json.dumps(model.config_dict()),
+        "normalisation": json.dumps(
+            {"input": "L / 100 in [0, 1]", "L_norm": color.L_NORM, "ab_norm": color.AB_NORM,
+             "chroma_space": model.chroma_space}
+        ),
+        "training": json.dumps(training or {}),
+        "metrics": json.dumps(metrics or {}),
+        "colorcli_version": __version__,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The decoded metadata of a weights file (JSON fields parsed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
+    if raw.get("format") != FORMAT:
+        raise WeightsError(f"{path}: not a colorcli weights file (format {raw.get('format')!r})")
+    if raw.get("format_version") != str(FORMAT_VERSION):
+        raise WeightsError(
+            f"{path}: weights format version {raw.get('format_version')} is not supported "
+            f"(this colorcli reads version {FORMAT_VERSION})"
+        )
+    meta: dict[str, Any] = dict(raw)
+    for key in ("config", "normalisation", "training", "metrics"):
+        try:
+            meta[key] = json.loads(raw.get(key, "{}"))
+        except json.JSONDecodeError:
+            raise WeightsError(f"{path}: metadata field {key!r} is not valid JSON") from None
+    return meta
+
+
+def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
+    """Rebuild the model stored in ``path`` and load its tensors strictly, in float32."""
+    path = Path(path)
+    meta = read_metadata(path)
+    arch = meta.get("arch", "")
+    if expect_arch is not None and arch != expect_arch:
+        raise WeightsError(f"{path}: holds weights for model {arch!r}, not {expect_arch!r}")
+    try:
+        model = create_model(arch, **{**meta["config"], "pretrained": False})
+    except UnknownModelError:
+        raise WeightsError(
+            f"{path}: unknown architecture {arch!r} (known: {', '.join(list_models(include_test=True))})"
+        ) from None
+    except TypeError as exc:
+        raise WeightsError(f"{path}: config does not match model {arch!r} ({exc})") from None
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    ref = model.state_dict()
+    state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise WeightsError(f"{path}: tensors do not match model {arch!r}: {detail}") from None
+    model.weights_meta = meta
+    model.weights_path = path
+    return model.eval()
