@@ -52,7 +52,7 @@ def _channels_first(fn):
     """Let the converters take (3, H, W) as well as (B, 3, H, W)."""
 
     def wrapper(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
+        if x.dim() == 3 and x.shape[0] == 3:  # not (1, H, W): einsum would broadcast it
             return fn(x.unsqueeze(0)).squeeze(0)
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
@@ -149,6 +149,17 @@ def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
     return _xyz_to_rgb(xyz)
 
 
+@_channels_first
+def hsv_saturation(rgb: torch.Tensor) -> torch.Tensor:
+    """HSV saturation ``(max - min) / max`` of sRGB ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` in [0, 1].
+
+    Black (max = 0) has saturation 0, as in scikit-image's ``rgb2hsv``.
+    """
+    mx = rgb.amax(dim=1, keepdim=True)
+    mn = rgb.amin(dim=1, keepdim=True)
+    return torch.where(mx > 0, (mx - mn) / mx.clamp(min=1e-12), torch.zeros_like(mx))
+
+
 def rgb_to_gray_l(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB ``(B, 3, H, W)`` -> L ``(B, 1, H, W)`` in [0, 100]."""
     return rgb_to_lab(rgb)[:, 0:1]
@@ -242,7 +253,9 @@ def uv_bin_edges(*, bins: int = UV_BINS, span: float = UV_RANGE) -> np.ndarray:
 
 def uv_to_bin_index(uv: torch.Tensor, *, bins: int = UV_BINS, span: float = UV_RANGE) -> torch.Tensor:
     """U or V values -> bin index in [0, bins), values outside ±span go to the end bins."""
-    idx = torch.floor((uv + span) / (2 * span) * bins).long()
+    # Multiply before dividing: (16 + 100) / 200 * 50 is 28.999... in float64, and an edge
+    # value must land in the bin that starts there.
+    idx = torch.floor((uv + span) * bins / (2 * span)).long()
     return idx.clamp(0, bins - 1)
 
 
@@ -276,6 +289,7 @@ __all__ = [
     "chroma",
     "gamut_bins",
     "gray_lab_to_rgb",
+    "hsv_saturation",
     "lab_to_rgb",
     "luv_to_rgb",
     "rebalance_weights",

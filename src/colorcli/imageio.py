@@ -1,39 +1,82 @@
-"""Reading and writing photos with Pillow.
+"""Reading and writing photos: Pillow for most formats, tifffile and a small PNG codec for 16-bit.
 
-Any Pillow mode is accepted (L, LA, P, RGB, RGBA, CMYK, I;16, I, F); EXIF orientation is applied;
-16-bit data keeps its precision as float. Outputs are written atomically (temp file + rename) so
-an interrupted run never leaves a partial file.
+Reading accepts every mode a scanned archive throws at us (1, L, LA, P with transparency, RGB,
+RGBA, CMYK (through its profile if it has one), CIELab TIFF, I;16, I, F, 16-bit RGB(A) PNG and
+TIFF); EXIF orientation is applied to the pixels; 16-bit data keeps its precision as float;
+multi-frame files give their first frame (said in a note). Every problem with an input —
+missing, unreadable, not an image, corrupt, truncated, too large, too small — is an
+:class:`ImageReadError` naming the file; no decoder exception or warning escapes.
+
+Writing is atomic (temp file beside the target + rename), so an interrupted run never leaves a
+partial file. Pillow cannot write 16-bit colour, so 16-bit PNG goes through :func:`encode_png16`
+(numpy + zlib) and 16-bit TIFF through tifffile; both read back exactly with :func:`read_photo`.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
-import tempfile
+import secrets
+import stat
+import struct
+import threading
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from colorcli.errors import ImageReadError, ImageWriteError
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".pgm", ".ppm", ".pbm"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+     ".pgm", ".ppm", ".pbm", ".pnm"}
 )
-# Pillow's own bomb limit is a warning at 89 MP; we refuse clearly instead of risking memory.
+# Formats Pillow may decode for us (JPEG covers MPO). Anything else (EPS via Ghostscript, PSD,
+# ICO, ...) is refused: an archive can hold hostile files, and we only promise photo formats.
+_PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "PPM")
+# Pillow's own bomb limit is a warning at 89 MP and an error at 179 MP; we refuse at our limit
+# with one clear line instead (a 120 MP photo needs about 4 GB of float planes downstream).
 MAX_PIXELS = 120_000_000
 MIN_SIDE = 2
 
-_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# Output suffix -> Pillow format name; 16-bit colour is possible for PNG and TIFF only.
+OUTPUT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
+                  ".webp": "WEBP", ".bmp": "BMP"}
+SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
+_ALPHA_FORMATS = frozenset({"PNG", "TIFF", "WEBP"})
+
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+_ORIENTATION = 0x0112
+# Descriptive TIFF tags worth carrying as EXIF from a TIFF input; its structural tags
+# (strip offsets, bits per sample, ...) describe the input file and must not be copied.
+_TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Decoders warn about damaged files (Pillow: "Corrupt EXIF data", "Truncated File Read") with
+# multi-line Python warnings that do not say which file; read_photo records them as notes of
+# that photo instead. warnings.catch_warnings() swaps process-wide state, so reads hold this
+# lock: reader threads take turns decoding, which still overlaps with inference and writing.
+_DECODE_LOCK = threading.Lock()
 
 
 @dataclass
 class Photo:
-    """A decoded photo: sRGB float32 ``(H, W, 3)`` in [0, 1] plus what output should keep."""
+    """A decoded photo and what its output should keep.
+
+    ``rgb`` is sRGB float32 ``(H, W, 3)`` in [0, 1], already in display orientation; for gray
+    inputs it is a read-only broadcast view of one plane (no 3x memory). ``alpha`` is float32
+    ``(H, W)`` in [0, 1] or None. ``bit_depth`` is 16 when the input held more than 8 bits.
+    ``exif`` has its orientation reset to 1 (the pixels are already turned), ``"Exif\\0\\0"``
+    prefixed as Pillow writes it. ``notes`` are one-line remarks for the user.
+    """
 
     rgb: np.ndarray
-    alpha: np.ndarray | None = None  # float32 (H, W) in [0, 1]
+    alpha: np.ndarray | None = None
     bit_depth: int = 8
     mode: str = "RGB"
     format: str | None = None
@@ -48,97 +91,48 @@ class Photo:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def _open(path: Path) -> Image.Image:
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_photo(path: Path, *, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode ``path`` into a :class:`Photo` (orientation applied, first frame only).
+
+    Raises :class:`ImageReadError` naming the file for every input problem.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a folder, not an image")
-    try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(f"{path}: empty file (0 bytes)")
-        img = Image.open(path)
-    except ImageReadError:
-        raise
-    except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: image too large ({exc})") from None
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read ({exc})") from None
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageReadError(
-            f"{path}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit {MAX_PIXELS / 1e6:.0f} MP)"
-        )
-    if min(w, h) < MIN_SIDE:
-        raise ImageReadError(f"{path}: image too small ({w}x{h}); both sides must be ≥ {MIN_SIDE} px")
-    try:
-        img.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
-    return img
-
-
-def read_photo(path: Path) -> Photo:
-    """Decode ``path`` into a :class:`Photo` (EXIF orientation applied, first frame only)."""
-    img = _open(path)
-    frames = getattr(img, "n_frames", 1)
-    fmt = img.format
-    icc = img.info.get("icc_profile")
-    try:
-        exif = img.getexif()
-        img = ImageOps.exif_transpose(img)
-        if exif and 0x0112 in exif:
-            exif[0x0112] = 1  # orientation is now applied to the pixels
-        exif_bytes = exif.tobytes() if exif else None
-    except Exception as exc:  # noqa: BLE001 - broken EXIF must not cost the photo
-        exif_bytes = None
-        note = f"EXIF ignored ({exc})"
-    else:
-        note = None
-    photo = _to_photo(img, path)
-    photo.format, photo.icc_profile, photo.exif, photo.frames = fmt, icc, exif_bytes, frames
-    if note:
-        photo.notes.append(note)
-    if frames > 1:
-        photo.notes.append(f"{frames} frames: only the first is colorized")
+    _check_file(path)
+    with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Our own limit (MAX_PIXELS) is checked with a clear message; Pillow's is noise here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        photo = _read(path, max_pixels)
+    said = dict.fromkeys(" ".join(str(w.message).split()) for w in caught)  # unique, in order
+    photo.notes.extend(f"decoder warning: {text}" for text in said if text)
     return photo
 
 
-def _to_photo(img: Image.Image, path: Path) -> Photo:
-    mode = img.mode
-    alpha = None
-    bit_depth = 8
-    if mode in _SIXTEEN_BIT:
-        a = np.asarray(img, dtype=np.float32)
-        if mode == "I" and a.max(initial=0) <= 255:
-            a = a / 255.0  # 8-bit data stored in a 32-bit container
-        else:
-            a = a / 65535.0
-            bit_depth = 16
-        rgb = np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2)
-    elif mode == "F":
-        a = np.asarray(img, dtype=np.float32)
-        a = a / 255.0 if a.max(initial=0) > 1.0 else a
-        rgb = np.repeat(np.clip(a, 0, 1)[..., None], 3, axis=2)
-    else:
-        if mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        elif mode in ("PA", "La"):
-            img = img.convert("RGBA")
-        if img.mode in ("RGBA", "LA", "RGBa"):
-            alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+def _read(path: Path, max_pixels: int) -> Photo:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, Pillow reads lazily from it
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot open ({_reason(exc)})") from None
+    with fh:
         try:
-            rgb8 = np.asarray(img.convert("RGB"), dtype=np.float32)
-        except (OSError, ValueError) as exc:
-            raise ImageReadError(f"{path}: cannot convert mode {mode} to RGB ({exc})") from None
-        rgb = rgb8 / 255.0
-    return Photo(rgb=np.ascontiguousarray(rgb, dtype=np.float32), alpha=alpha, bit_depth=bit_depth, mode=mode)
+            head = fh.read(32)
+            fh.seek(0)
+        except OSError as exc:
+            raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
+        if _is_png16_colour(head):
+            try:
+                data = fh.read()
+            except OSError as exc:
+                raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
+            photo = _read_png16(path, data, max_pixels)
+            if photo is not None:
+                return photo
+            fh.seek(0)  # interlaced: Pillow reads it, at 8 bits
+        return _read_with_pillow(path, fh, max_pixels)
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -147,8 +141,455 @@ def read_rgb(path: Path) -> Image.Image:
     return Image.fromarray(np.round(photo.rgb * 255).astype(np.uint8), "RGB")
 
 
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageReadError(f"{path}: broken symbolic link") from None
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(f"{path}: symbolic link loop") from None
+        raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(f"{path}: is a folder, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would block or never end; photos are regular files.
+        raise ImageReadError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _check_size(path: Path, w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise ImageReadError(
+            f"{path}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit {max_pixels / 1e6:.0f} MP)"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise ImageReadError(f"{path}: image too small ({w}x{h}); both sides must be at least {MIN_SIDE} px")
+
+
+def _read_with_pillow(path: Path, fh: io.BufferedReader, max_pixels: int) -> Photo:
+    # Pillow raises a zoo of exception types on hostile files (OSError, SyntaxError, struct.error,
+    # IndexError, ...): every one of them is the input's fault, so each decoder call maps all of
+    # them to ImageReadError. Our own code below validates explicitly instead.
+    try:
+        img = Image.open(fh, formats=_PIL_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image (or a format colorcli does not read)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: image too large ({_reason(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - see above
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the data
+            raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+    w, h = img.size
+    _check_size(path, w, h, max_pixels)
+    fmt = img.format
+    notes: list[str] = []
+    try:
+        frames = int(getattr(img, "n_frames", 1))
+        if frames > 1:
+            img.seek(0)
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+    if frames > 1:
+        notes.append(f"{frames} frames: only the first is colorized")
+    if fmt == "TIFF" and img.mode in ("RGB", "RGBA") and _tiff_bits(img) > 8:
+        return _read_tiff16(path, fh, img, frames, notes)
+    try:
+        img.load()
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+    icc = _icc_of(img)
+    exif_obj, orientation = _exif_of(img, notes)
+    try:
+        img = ImageOps.exif_transpose(img) if orientation != 1 else img
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"EXIF orientation ignored ({_reason(exc)})")
+    photo = _pil_to_photo(path, img, icc)
+    photo.format, photo.frames = fmt, frames
+    photo.exif = _exif_bytes(exif_obj, notes)
+    photo.notes[:0] = notes
+    return photo
+
+
+def _pil_to_photo(path: Path, img: Image.Image, icc: bytes | None) -> Photo:
+    mode = img.mode
+    alpha = None
+    bit_depth = 8
+    notes: list[str] = []
+    try:
+        if mode in _SIXTEEN_BIT_MODES or mode == "I":
+            a = np.asarray(img).astype(np.float32)
+            if mode == "I" and a.max(initial=0) <= 255:
+                a = a / 255.0  # 8-bit data stored in a 32-bit container
+            else:
+                a = a / 65535.0
+                bit_depth = 16
+            gray = np.clip(a, 0, 1)
+        elif mode == "F":
+            a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+            gray = np.clip(a / 255.0 if a.max(initial=0) > 1.0 else a, 0, 1)
+        elif mode == "LAB":  # CIELab TIFF: Pillow's own LAB -> RGB is a plain channel copy
+            gray = None
+            rgb = _lab_image_to_rgb(img)
+        else:
+            gray = None
+            if _has_transparency(img) and mode not in ("LA", "La", "PA", "RGBA", "RGBa"):
+                img = img.convert("LA" if mode in ("1", "L") else "RGBA")
+            elif mode in ("La", "RGBa", "PA"):
+                img = img.convert("RGBA")  # un-premultiply; PA: palette + alpha
+            if img.mode in ("LA", "RGBA"):
+                alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+            if img.mode in ("1", "L", "LA"):
+                gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+            else:
+                if img.mode == "CMYK":
+                    img = _cmyk_to_rgb(img, icc, notes)
+                rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as exc:
+        raise ImageReadError(f"{path}: cannot convert mode {mode} to RGB ({_reason(exc)})") from None
+    if gray is not None:
+        gray = np.ascontiguousarray(gray, dtype=np.float32)
+        rgb = np.broadcast_to(gray[..., None], (*gray.shape, 3))
+    else:
+        rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    kept_icc = _usable_icc(icc, notes)
+    return Photo(rgb=rgb, alpha=alpha, bit_depth=bit_depth, mode=mode, icc_profile=kept_icc, notes=notes)
+
+
+def _lab_image_to_rgb(img: Image.Image) -> np.ndarray:
+    """Pillow "LAB" from a CIELab TIFF -> sRGB float32 ``(H, W, 3)``.
+
+    The TIFF stores L scaled to 0..255 and a/b as signed bytes; Pillow hands the bytes over
+    unchanged, so a/b are reinterpreted as int8 here.
+    """
+    import torch
+
+    from colorcli import color
+
+    raw = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    ab = raw[..., 1:].view(np.int8).astype(np.float32)
+    lab = np.stack([raw[..., 0].astype(np.float32) * (100 / 255), ab[..., 0], ab[..., 1]])
+    return color.lab_to_rgb(torch.from_numpy(lab)).permute(1, 2, 0).numpy()
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    try:
+        return bool(img.has_transparency_data)
+    except AttributeError:  # Pillow < 10.1
+        return img.info.get("transparency") is not None
+
+
+def _cmyk_to_rgb(img: Image.Image, icc: bytes | None, notes: list[str]) -> Image.Image:
+    """CMYK through its embedded profile when it has one; Pillow's naive formula otherwise."""
+    if icc and _icc_space(icc) == b"CMYK":
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception as exc:  # noqa: BLE001 - a broken profile must not cost the photo
+            notes.append(f"CMYK profile unusable, converted without it ({_reason(exc)})")
+    return img.convert("RGB")
+
+
+def _icc_of(img: Image.Image) -> bytes | None:
+    icc = img.info.get("icc_profile")
+    return icc if isinstance(icc, bytes) and icc else None
+
+
+def _icc_space(icc: bytes) -> bytes | None:
+    # ICC header: bytes 16..20 hold the data colour space signature ('RGB ', 'GRAY', 'CMYK').
+    return icc[16:20].strip() if len(icc) >= 128 else None
+
+
+def _usable_icc(icc: bytes | None, notes: list[str]) -> bytes | None:
+    """The input's profile if it can describe an RGB output; gray/CMYK profiles cannot."""
+    if not icc:
+        return None
+    space = _icc_space(icc)
+    if space == b"RGB":
+        return icc
+    name = space.decode("ascii", "replace") if space else "unreadable"
+    notes.append(f"{name} ICC profile not carried to the colour output")
+    return None
+
+
+def _exif_of(img: Image.Image, notes: list[str]) -> tuple[Image.Exif | None, int]:
+    """(EXIF worth carrying, orientation 1..8); a broken block is noted, never fatal."""
+    try:
+        exif = img.getexif()
+        orientation = exif.get(_ORIENTATION, 1)
+        if img.format == "TIFF":
+            exif = _tiff_exif(exif)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"EXIF ignored ({_reason(exc)})")
+        return None, 1
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    return (exif if len(exif) else None), orientation
+
+
+def _tiff_exif(ifd0: Image.Exif) -> Image.Exif:
+    """A clean EXIF block from a TIFF's first IFD: descriptive tags and the EXIF/GPS IFDs only."""
+    exif = Image.Exif()
+    for tag in _TIFF_EXIF_TAGS:
+        if tag in ifd0:
+            exif[tag] = ifd0[tag]
+    for tag in (_EXIF_IFD, _GPS_IFD):
+        if tag in ifd0:
+            sub = ifd0.get_ifd(tag)
+            if sub:
+                exif[tag] = dict(sub)
+    return exif
+
+
+def _exif_bytes(exif: Image.Exif | None, notes: list[str]) -> bytes | None:
+    if exif is None:
+        return None
+    try:
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1  # the pixels are turned now
+        return exif.tobytes()
+    except Exception as exc:  # noqa: BLE001 - e.g. tags Pillow can read but not write back
+        notes.append(f"EXIF not carried over ({_reason(exc)})")
+        return None
+
+
+def _tiff_bits(img: Image.Image) -> int:
+    bits = getattr(img, "tag_v2", {}).get(258, 8)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return max((b for b in bits if isinstance(b, int)), default=8)
+
+
+def _read_tiff16(path: Path, fh: io.BufferedReader, img: Image.Image, frames: int, notes: list[str]) -> Photo:
+    """16-bit colour TIFF: Pillow would cut it to 8 bits, so tifffile decodes the pixels."""
+    import tifffile
+
+    icc = _icc_of(img)
+    exif_obj, orientation = _exif_of(img, notes)
+    try:
+        fh.seek(0)
+        with tifffile.TiffFile(fh) as tif:
+            page = tif.pages[0]
+            extra = len(page.extrasamples or ())
+            data = page.asarray()
+    except Exception as exc:  # noqa: BLE001 - tifffile's errors on hostile files, as for Pillow
+        raise ImageReadError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+    if data.ndim != 3 or data.shape[2] not in (3, 4) or data.dtype.kind not in "ui":
+        raise ImageReadError(f"{path}: unsupported TIFF layout {data.shape} {data.dtype}")
+    scale = float(np.iinfo(data.dtype).max)
+    arr = _orient(data, orientation)
+    rgb = np.ascontiguousarray(arr[..., :3], dtype=np.float32) / scale
+    alpha = arr[..., 3].astype(np.float32) / scale if data.shape[2] == 4 and extra else None
+    photo = Photo(rgb=rgb, alpha=alpha, bit_depth=16, mode=img.mode + ";16", format="TIFF", frames=frames)
+    photo.icc_profile = _usable_icc(icc, notes)
+    photo.exif = _exif_bytes(exif_obj, notes)
+    photo.notes = notes
+    return photo
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF ``orientation`` (1..8) to ``(H, W, ...)``; the same as Pillow's exif_transpose."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return a.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+# ---------------------------------------------------------------------------------------------
+# 16-bit colour PNG: Pillow reads it at 8 bits and cannot write it, so a small codec does both.
+
+
+def _is_png16_colour(head: bytes) -> bool:
+    # Signature, then the IHDR chunk: length, b"IHDR", width, height, bit depth, colour type.
+    return (len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR"
+            and head[24] == 16 and head[25] in (2, 6))
+
+
+def _png_chunks(path: Path, data: bytes):
+    """Yield (type, payload) of each chunk, checking lengths and CRCs."""
+    pos = 8
+    while True:
+        if pos + 8 > len(data):
+            raise ImageReadError(f"{path}: corrupt or truncated image (PNG ends before IEND)")
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise ImageReadError(f"{path}: corrupt or truncated image (PNG chunk {ctype!r} cut short)")
+        payload = data[pos + 8:end]
+        (crc,) = struct.unpack(">I", data[end:end + 4])
+        if zlib.crc32(ctype + payload) != crc:
+            raise ImageReadError(f"{path}: corrupt image (bad CRC in PNG chunk {ctype!r})")
+        yield ctype, payload
+        if ctype == b"IEND":
+            return
+        pos = end + 4
+
+
+def _read_png16(path: Path, data: bytes, max_pixels: int) -> Photo | None:
+    """Decode a 16-bit RGB/RGBA PNG at full depth; None for interlaced ones (Pillow reads those)."""
+    idat: list[bytes] = []
+    icc = exif_raw = trns = None
+    frames = 1
+    header = None
+    for ctype, payload in _png_chunks(path, data):
+        if ctype == b"IHDR":
+            if len(payload) != 13:
+                raise ImageReadError(f"{path}: corrupt image (bad PNG header)")
+            header = struct.unpack(">IIBBBBB", payload)
+        elif ctype == b"IDAT":
+            idat.append(payload)
+        elif ctype == b"iCCP":
+            name_end = payload.find(b"\0")
+            try:
+                icc = zlib.decompress(payload[name_end + 2:]) if name_end > 0 else None
+            except zlib.error:
+                icc = None  # a broken profile must not cost the photo
+        elif ctype == b"eXIf":
+            exif_raw = payload
+        elif ctype == b"tRNS":
+            trns = payload
+        elif ctype == b"acTL" and len(payload) >= 4:
+            frames = max(1, struct.unpack(">I", payload[:4])[0])
+    assert header is not None  # _is_png16_colour saw IHDR first
+    w, h, depth, colour, compression, filt, interlace = header
+    if compression or filt or depth != 16 or colour not in (2, 6):
+        raise ImageReadError(f"{path}: corrupt image (unsupported PNG header values)")
+    _check_size(path, w, h, max_pixels)
+    if interlace:
+        return None
+    channels = 3 if colour == 2 else 4
+    bpp = 2 * channels
+    expected = h * (1 + w * bpp)
+    dec = zlib.decompressobj()
+    try:
+        # max_length bounds memory against a zip bomb: never more than the image needs (+1).
+        raw = dec.decompress(b"".join(idat), expected + 1)
+    except zlib.error as exc:
+        raise ImageReadError(f"{path}: corrupt image data ({exc})") from None
+    if len(raw) != expected:
+        raise ImageReadError(
+            f"{path}: corrupt or truncated image (pixel data is {len(raw)} bytes, expected {expected})"
+        )
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, 1 + w * bpp)
+    filters = rows[:, 0]
+    if filters.max(initial=0) > 4:
+        raise ImageReadError(f"{path}: corrupt image (unknown PNG filter type {int(filters.max())})")
+    pixels = _unfilter(filters, rows[:, 1:].reshape(h, w, bpp))
+    values = pixels.view(">u2").reshape(h, w, channels)
+    notes: list[str] = []
+    if frames > 1:
+        notes.append(f"{frames} frames: only the first is colorized")
+    exif_obj, orientation = None, 1
+    if exif_raw:
+        try:
+            exif_obj = Image.Exif()
+            exif_obj.load(b"Exif\x00\x00" + exif_raw)
+            orientation = exif_obj.get(_ORIENTATION, 1)
+            orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"EXIF ignored ({_reason(exc)})")
+            exif_obj = None
+    values = _orient(values, orientation)
+    rgb = np.ascontiguousarray(values[..., :3], dtype=np.float32) / 65535.0
+    alpha = None
+    if channels == 4:
+        alpha = values[..., 3].astype(np.float32) / 65535.0
+    elif trns is not None and len(trns) == 6:
+        key = np.frombuffer(trns, dtype=">u2")
+        alpha = (~np.all(values[..., :3] == key, axis=-1)).astype(np.float32)
+    photo = Photo(rgb=rgb, alpha=alpha, bit_depth=16, mode="RGBA;16" if channels == 4 else "RGB;16",
+                  format="PNG", frames=frames)
+    photo.icc_profile = _usable_icc(icc, notes)
+    photo.exif = _exif_bytes(exif_obj, notes)
+    photo.notes = notes
+    return photo
+
+
+def _unfilter(filters: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Undo PNG row filters: ``data`` uint8 ``(H, W, bpp)`` -> reconstructed ``(H, W, bpp)``.
+
+    Each byte depends on its left, upper and upper-left neighbours, so all pixels on one
+    anti-diagonal (y + x = d) are independent: H + W - 1 vectorised steps instead of H * W.
+    """
+    h, w, bpp = data.shape
+    # recon[y + 1, x + 1] is pixel (y, x); the zero row/column are PNG's "outside" bytes.
+    recon = np.zeros((h + 1, w + 1, bpp), dtype=np.uint8)
+    f_all = filters.astype(np.int16)
+    for d in range(h + w - 1):
+        y0, y1 = max(0, d - w + 1), min(h, d + 1)
+        ys = np.arange(y0, y1)
+        xs = d - ys
+        a = recon[ys + 1, xs].astype(np.int16)
+        b = recon[ys, xs + 1].astype(np.int16)
+        c = recon[ys, xs].astype(np.int16)
+        t = f_all[ys][:, None]
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        pred = np.select([t == 1, t == 2, t == 3, t == 4], [a, b, (a + b) >> 1, paeth], 0)
+        recon[ys + 1, xs + 1] = (data[ys, xs].astype(np.int16) + pred).astype(np.uint8)
+    return np.ascontiguousarray(recon[1:, 1:])
+
+
+def encode_png16(
+    rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None
+) -> bytes:
+    """uint16 ``(H, W, 3)`` or ``(H, W, 4)`` (RGBA) -> a 16-bit PNG file's bytes.
+
+    Rows use the "Up" filter (vectorised, and it compresses smooth photos well). The profile
+    goes into iCCP and the EXIF (with or without Pillow's ``Exif\\0\\0`` prefix) into eXIf.
+    """
+    if rgb16.dtype != np.uint16 or rgb16.ndim != 3 or rgb16.shape[2] not in (3, 4):
+        raise ValueError(f"need uint16 (H, W, 3|4), got {rgb16.dtype} {rgb16.shape}")
+    h, w, c = rgb16.shape
+    raw = np.ascontiguousarray(rgb16, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
+    rows = np.empty((h, 1 + raw.shape[1]), dtype=np.uint8)
+    rows[:, 0] = 2
+    rows[0, 1:] = raw[0]
+    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps mod 256, as PNG's
+    out = [_PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0))]
+    if icc_profile:
+        out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    if exif:
+        out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    compressed = zlib.compress(rows.tobytes(), 6)
+    step = 1 << 23
+    out += [_chunk(b"IDAT", compressed[i:i + step]) for i in range(0, len(compressed), step)]
+    out.append(_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def _chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
 def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
-    """float ``(H, W, 3)`` in [0, 1] (+ optional alpha) -> 8-bit RGB(A) Pillow image."""
+    """float ``(H, W, 3)`` in [0, 1] (+ optional alpha ``(H, W)``) -> 8-bit RGB(A) Pillow image."""
     rgb8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
     img = Image.fromarray(rgb8, "RGB")
     if alpha is not None:
@@ -156,8 +597,73 @@ def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
     return img
 
 
-_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
-            ".webp": "WEBP", ".bmp": "BMP"}
+def output_format(path: Path) -> str:
+    """The format written for ``path``'s suffix; :class:`ImageWriteError` if we cannot write it."""
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ImageWriteError(f"{path}: unsupported output format {Path(path).suffix!r}")
+    return fmt
+
+
+def encode_image(
+    fmt: str,
+    rgb: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> tuple[bytes, list[str]]:
+    """Encode float ``rgb`` ``(H, W, 3)`` in [0, 1] as ``fmt``; returns (file bytes, notes).
+
+    ``bit_depth`` 16 is honoured for PNG and TIFF; other formats are 8-bit (noted). Alpha is
+    dropped for JPEG (noted). Raises ``ValueError``/``OSError`` from the encoders.
+    """
+    notes: list[str] = []
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        notes.append(f"transparency dropped ({fmt} has none)")
+        alpha = None
+    if bit_depth == 16 and fmt not in SIXTEEN_BIT_FORMATS:
+        notes.append(f"written at 8 bits ({fmt} has no 16-bit mode)")
+        bit_depth = 8
+    if bit_depth == 16:
+        planes = [rgb] if alpha is None else [rgb, alpha[..., None]]
+        data16 = np.round(np.clip(np.concatenate(planes, axis=2), 0, 1) * 65535).astype(np.uint16)
+        if fmt == "PNG":
+            return encode_png16(data16, icc_profile=icc_profile, exif=exif), notes
+        import tifffile
+
+        buf = io.BytesIO()
+        tifffile.imwrite(
+            buf, data16, photometric="rgb", compression="zlib", software="colorcli",
+            extrasamples=["unassalpha"] if alpha is not None else None, iccprofile=icc_profile,
+        )
+        if exif:
+            notes.append("EXIF not carried into a 16-bit TIFF")
+        return buf.getvalue(), notes
+    img = to_pil(rgb, alpha)
+    kwargs: dict = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_adobe_deflate"
+    if icc_profile and fmt != "BMP":
+        kwargs["icc_profile"] = icc_profile
+    if exif and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
+        kwargs["exif"] = exif
+    buf = io.BytesIO()
+    try:
+        img.save(buf, fmt, **kwargs)
+    except (OSError, ValueError):
+        if "exif" not in kwargs:
+            raise
+        # e.g. "EXIF data is too long" for JPEG's 64 KB APP1 limit: the photo matters more.
+        del kwargs["exif"]
+        notes.append("EXIF too large for the output, not carried over")
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kwargs)
+    return buf.getvalue(), notes
 
 
 def write_image(
@@ -165,55 +671,89 @@ def write_image(
     rgb: np.ndarray,
     *,
     alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
     quality: int = 95,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     overwrite: bool = False,
-) -> Path:
-    """Write ``rgb`` to ``path`` atomically; the format follows the suffix.
+) -> list[str]:
+    """Write float ``rgb`` ``(H, W, 3)`` in [0, 1] to ``path`` atomically; returns notes.
 
-    Raises :class:`ImageWriteError` if ``path`` exists and ``overwrite`` is false, or on failure.
+    The format follows the suffix (see :data:`OUTPUT_FORMATS`). Raises :class:`ImageWriteError`
+    if ``path`` exists and ``overwrite`` is false, or on any failure.
     """
     path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ImageWriteError(f"{path}: unsupported output format {path.suffix!r}")
-    if path.exists() and not overwrite:
+    fmt = output_format(path)
+    if not overwrite and os.path.lexists(path):
         raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)")
-    img = to_pil(rgb, alpha if fmt in ("PNG", "TIFF", "WEBP") else None)
-    kwargs: dict = {}
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
-    if icc_profile:
-        kwargs["icc_profile"] = icc_profile
-    if exif and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
-        kwargs["exif"] = exif
-    buf = io.BytesIO()
     try:
-        img.save(buf, fmt, **kwargs)
+        data, notes = encode_image(fmt, rgb, alpha=alpha, bit_depth=bit_depth, quality=quality,
+                                   icc_profile=icc_profile, exif=exif)
     except (OSError, ValueError) as exc:
-        raise ImageWriteError(f"{path}: cannot encode {fmt} ({exc})") from None
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+        raise ImageWriteError(f"{path}: cannot encode {fmt} ({_reason(exc)})") from None
+    atomic_write_bytes(path, data, overwrite=overwrite)
+    return notes
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
+def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    """Write ``data`` to a hidden temp file beside ``path``, then rename it into place.
+
+    The temp file is created with mode 0o666 so the umask applies as for any new file (mkstemp
+    would give 0o600). On any failure or interrupt the temp file is removed. With
+    ``overwrite=False`` an existing ``path`` is never replaced, even one that appeared meanwhile.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
-        raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise ImageWriteError(f"{path}: cannot create folder {path.parent} ({_reason(exc)})") from None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        # The random part makes it unique; the name is cut so a long (but valid) output name
+        # does not give a temp name past the file system's 255-byte limit.
+        tmp = path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.part")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
+    else:  # pragma: no cover - 100 random-name collisions
+        raise ImageWriteError(f"{path}: cannot create a temporary file")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, path)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_no_replace(tmp, path)
     except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, FileExistsError):
+            raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)") from None
         if isinstance(exc, OSError):
-            raise ImageWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
+            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
         raise
+
+
+def _link_no_replace(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (FileExistsError then)."""
+    try:
+        # link() fails if the target exists, where rename() would silently replace it.
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links here (FAT, some network shares): check, then rename; a file appearing in
+        # between is the only case this cannot guard.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)

@@ -3,78 +3,191 @@
 All metrics compare a prediction with its ground truth at full resolution, both sRGB float
 ``(H, W, 3)`` numpy arrays in [0, 1]. Per-image functions return floats; ``image_metrics``
 returns the whole set for one pair.
+
+Evaluation scores several predictions against the same ground truth, so the colour planes and
+statistics of an image are computed once by :func:`prepare` and reused by :func:`compare`:
+one Lab and one LUV conversion per image, SSIM's local means from integral images (the same
+numbers as scikit-image's ``structural_similarity``, at a fraction of its cost).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
-from skimage.color import rgb2hsv
-from skimage.metrics import structural_similarity
 
 from colorcli import color
 
 AUC_THRESHOLDS = np.arange(0, 151, dtype=np.float64)  # 0..150 inclusive, step 1
+DEFAULT_THRESHOLD = 10.0
+
+# SSIM constants (Wang et al. 2004; scikit-image's defaults for 8-bit data).
+_SSIM_WIN = 7
+_SSIM_RANGE = 255.0
+_SSIM_C1 = (0.01 * _SSIM_RANGE) ** 2
+_SSIM_C2 = (0.03 * _SSIM_RANGE) ** 2
+
+# What each key of image_metrics means, for reports.
+METRIC_LABELS = {
+    "ab_l2": "mean per-pixel Euclidean ab distance (Lab)",
+    "ab_l2_total": "per-image total of the per-pixel ab distances",
+    "pixel_acc": "fraction of pixels with ab distance <= threshold",
+    "auc": "mean pixel accuracy over thresholds 0..150 (AuC)",
+    "psnr": "PSNR of the 8-bit sRGB images, dB",
+    "ssim": "SSIM of the 8-bit sRGB images (7x7 window, per channel, averaged)",
+    "cf_pred": "colourfulness (Hasler-Süsstrunk) of the prediction",
+    "cf_gt": "colourfulness (Hasler-Süsstrunk) of the ground truth",
+    "delta_cf": "|CF(pred) - CF(gt)| per image",
+    "sat_diff": "|sum S_pred - sum S_gt| / sum S_gt, S = HSV saturation",
+    "bin_acc_u": "fraction of pixels whose CIELUV U falls in the ground truth's bin (50 bins)",
+    "bin_acc_v": "fraction of pixels whose CIELUV V falls in the ground truth's bin (50 bins)",
+}
+
+
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` numpy -> ``(1, 3, H, W)`` float32 tensor clipped to [0, 1]."""
+    a = np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0)
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
 
 
 def _lab(rgb: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-    return color.rgb_to_lab(t).permute(1, 2, 0).numpy()
+    return color.rgb_to_lab(_tensor(rgb))[0].permute(1, 2, 0).numpy()
 
 
 def _luv(rgb: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-    return color.rgb_to_luv(t).permute(1, 2, 0).numpy()
+    return color.rgb_to_luv(_tensor(rgb))[0].permute(1, 2, 0).numpy()
+
+
+def _eight_bit(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# single metrics (each from plain images; compare() computes the same from prepared planes)
 
 
 def ab_error(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-pixel Euclidean ab distance ``(H, W)``."""
-    d = _lab(pred)[..., 1:] - _lab(gt)[..., 1:]
-    return np.sqrt((d.astype(np.float64) ** 2).sum(-1))
+    """Per-pixel Euclidean ab distance ``(H, W)`` (float64)."""
+    return ab_distance(_lab(pred)[..., 1:], _lab(gt)[..., 1:])
+
+
+def ab_distance(ab_pred: np.ndarray, ab_gt: np.ndarray) -> np.ndarray:
+    """Euclidean distance ``(H, W)`` of two ab planes ``(H, W, 2)``, computed in float64."""
+    d = ab_pred.astype(np.float64) - ab_gt.astype(np.float64)
+    return np.sqrt((d**2).sum(-1))
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """PSNR in dB of the 8-bit sRGB images (peak 255)."""
-    p = np.round(np.clip(pred, 0, 1) * 255)
-    g = np.round(np.clip(gt, 0, 1) * 255)
-    mse = float(((p - g) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    """PSNR in dB of the 8-bit sRGB images (peak 255); inf for identical images."""
+    return _psnr8(_eight_bit(pred), _eight_bit(gt))
+
+
+def _psnr8(p: np.ndarray, g: np.ndarray) -> float:
+    mse = float(((p.astype(np.float64) - g.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _ssim_window(h: int, w: int) -> int:
+    """scikit-image's rule: 7, or the largest odd size that fits a smaller image."""
+    m = min(h, w)
+    return min(_SSIM_WIN, m if m % 2 else m - 1)
+
+
+def _box_mean(x: np.ndarray, win: int) -> np.ndarray:
+    """Mean over every valid ``win`` x ``win`` window of ``(H, W, C)`` float64 -> ``(H', W', C)``.
+
+    An integral image makes this O(pixels) whatever the window; float64 keeps the sums of
+    8-bit squares exact enough (well below 1e-9 relative) for the variances taken from them.
+    """
+    c = np.zeros((x.shape[0] + 1, x.shape[1] + 1, x.shape[2]), dtype=np.float64)
+    np.cumsum(np.cumsum(x, axis=0), axis=1, out=c[1:, 1:])
+    s = c[win:, win:] - c[:-win, win:] - c[win:, :-win] + c[:-win, :-win]
+    return s / (win * win)
+
+
+@dataclass(frozen=True)
+class _SsimStats:
+    """One image's 8-bit planes and windowed moments (float64, ``(H', W', 3)``)."""
+
+    x: np.ndarray  # (H, W, 3) the 8-bit values as float64
+    mu: np.ndarray  # local means over the valid windows
+    mu2: np.ndarray  # local means of squares
+    win: int
+
+
+def _ssim_stats(rgb8: np.ndarray) -> _SsimStats | None:
+    win = _ssim_window(*rgb8.shape[:2])
+    if win < 3:
+        return None
+    x = rgb8.astype(np.float64)
+    # Valid windows equal scikit-image's reflect-padded uniform filter followed by its crop of
+    # (win - 1) / 2 pixels per side, which is all its mean ever looks at.
+    return _SsimStats(x, _box_mean(x, win), _box_mean(x * x, win), win)
+
+
+def _ssim_from_stats(p: _SsimStats | None, g: _SsimStats | None) -> float:
+    if p is None or g is None:
+        return float("nan")
+    n = p.win**2
+    cov_norm = n / (n - 1)  # sample covariance, as scikit-image
+    mu_pg = _box_mean(p.x * g.x, p.win)
+    vp = cov_norm * (p.mu2 - p.mu**2)
+    vg = cov_norm * (g.mu2 - g.mu**2)
+    vpg = cov_norm * (mu_pg - p.mu * g.mu)
+    s = ((2 * p.mu * g.mu + _SSIM_C1) * (2 * vpg + _SSIM_C2)) / (
+        (p.mu**2 + g.mu**2 + _SSIM_C1) * (vp + vg + _SSIM_C2)
+    )
+    return float(s.mean())
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
-    """SSIM of the 8-bit sRGB images (per channel, averaged; scikit-image)."""
-    p = np.round(np.clip(pred, 0, 1) * 255).astype(np.uint8)
-    g = np.round(np.clip(gt, 0, 1) * 255).astype(np.uint8)
-    win = min(7, min(p.shape[:2]) | 1 if min(p.shape[:2]) % 2 else min(p.shape[:2]) - 1)
-    if win < 3:
-        return float("nan")
-    return float(structural_similarity(p, g, channel_axis=2, data_range=255, win_size=win))
+    """SSIM of the 8-bit sRGB images (7x7 box window, per channel, averaged); NaN below 3 px.
+
+    Same value as ``skimage.metrics.structural_similarity(p, g, channel_axis=2, data_range=255)``.
+    """
+    return _ssim_from_stats(_ssim_stats(_eight_bit(pred)), _ssim_stats(_eight_bit(gt)))
 
 
 def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness on 8-bit sRGB values."""
+    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(H, W, 3)`` scaled to 0..255.
+
+    On the float values: rounding to 8 bits would turn the last-digit noise of a neutral
+    image's conversion (r, g, b equal to ~2e-5) into whole steps and a colourfulness above 0.
+    """
     x = np.clip(rgb, 0, 1).astype(np.float64) * 255
     rg = x[..., 0] - x[..., 1]
     yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
     return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
 
 
+def _saturation_sum(rgb: torch.Tensor) -> float:
+    return float(color.hsv_saturation(rgb).double().sum())
+
+
+def _saturation_diff(sp: float, sg: float) -> float:
+    return float("nan") if sg == 0 else abs(sp - sg) / sg
+
+
 def saturation_difference(pred: np.ndarray, gt: np.ndarray) -> float:
     """``|ΣS_pred − ΣS_gt| / ΣS_gt`` with S the HSV saturation (NaN for a gray ground truth)."""
-    sp = float(rgb2hsv(np.clip(pred, 0, 1))[..., 1].sum())
-    sg = float(rgb2hsv(np.clip(gt, 0, 1))[..., 1].sum())
-    return float("nan") if sg == 0 else abs(sp - sg) / sg
+    return _saturation_diff(_saturation_sum(_tensor(pred)), _saturation_sum(_tensor(gt)))
+
+
+def _uv_bins(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB ``(1, 3, H, W)`` -> U and V bin indices ``(2, H, W)`` (50 bins each)."""
+    luv = color.rgb_to_luv(rgb)[0]
+    return color.uv_to_bin_index(luv[1:]).to(torch.int16)
+
+
+def _bin_accuracy(bp: torch.Tensor, bg: torch.Tensor) -> tuple[float, float]:
+    same = (bp == bg).flatten(1).double().mean(dim=1)
+    return float(same[0]), float(same[1])
 
 
 def uv_bin_accuracy(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Fraction of pixels whose U (and V) falls in the same of 50 CIELUV bins as the truth."""
-    lp, lg = torch.from_numpy(_luv(pred)), torch.from_numpy(_luv(gt))
-    acc = []
-    for c in (1, 2):
-        bp = color.uv_to_bin_index(lp[..., c])
-        bg = color.uv_to_bin_index(lg[..., c])
-        acc.append(float((bp == bg).float().mean()))
-    return acc[0], acc[1]
+    return _bin_accuracy(_uv_bins(_tensor(pred)), _uv_bins(_tensor(gt)))
 
 
 def accuracy_curve(err: np.ndarray, thresholds: np.ndarray = AUC_THRESHOLDS) -> np.ndarray:
@@ -83,32 +196,95 @@ def accuracy_curve(err: np.ndarray, thresholds: np.ndarray = AUC_THRESHOLDS) -> 
     return np.searchsorted(e, thresholds, side="right") / e.size
 
 
-def image_metrics(pred: np.ndarray, gt: np.ndarray, *, threshold: float = 10.0) -> dict[str, float]:
-    """Every per-image metric for one prediction/ground-truth pair."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-    err = ab_error(pred, gt)
+def ab_scores(
+    ab_pred: np.ndarray, ab_gt: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[dict[str, float], np.ndarray]:
+    """The ab-distance metrics of two ab planes ``(H, W, 2)``, and the accuracy curve ``(151,)``.
+
+    Returns ``{"ab_l2", "ab_l2_total", "pixel_acc", "auc"}`` and the pixel accuracy at each of
+    :data:`AUC_THRESHOLDS`; the AuC is that curve's mean.
+    """
+    err = ab_distance(ab_pred, ab_gt)
     curve = accuracy_curve(err)
-    cf_p, cf_g = colourfulness(pred), colourfulness(gt)
-    u_acc, v_acc = uv_bin_accuracy(pred, gt)
     return {
         "ab_l2": float(err.mean()),
         "ab_l2_total": float(err.sum()),
         "pixel_acc": float((err <= threshold).mean()),
         "auc": float(curve.mean()),
-        "psnr": psnr(pred, gt),
-        "ssim": ssim(pred, gt),
-        "cf_pred": cf_p,
-        "cf_gt": cf_g,
-        "delta_cf": abs(cf_p - cf_g),
-        "sat_diff": saturation_difference(pred, gt),
-        "bin_acc_u": u_acc,
-        "bin_acc_v": v_acc,
-    }
+    }, curve
+
+
+# ---------------------------------------------------------------------------------------------
+# prepared images: every plane a comparison needs, computed once per image
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image's colour planes and statistics, computed once and reused by :func:`compare`.
+
+    ``ab`` is ``(H, W, 2)`` float32 (Lab a/b), ``uv_bins`` ``(2, H, W)`` int16 CIELUV U/V bin
+    indices, ``rgb8`` ``(H, W, 3)`` uint8, ``sat_sum`` the sum of HSV saturation over pixels,
+    ``cf`` the colourfulness.
+    """
+
+    ab: np.ndarray
+    uv_bins: torch.Tensor
+    rgb8: np.ndarray
+    sat_sum: float
+    cf: float
+    ssim_stats: _SsimStats | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb8.shape[:2]
+
+
+def prepare(rgb: np.ndarray) -> Prepared:
+    """Planes and statistics of sRGB float ``(H, W, 3)`` in [0, 1] for :func:`compare`."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got {rgb.shape}")
+    t = _tensor(rgb)
+    rgb8 = _eight_bit(rgb)
+    return Prepared(
+        ab=color.rgb_to_lab(t)[0, 1:].permute(1, 2, 0).numpy(),
+        uv_bins=_uv_bins(t),
+        rgb8=rgb8,
+        sat_sum=_saturation_sum(t),
+        cf=colourfulness(rgb),
+        ssim_stats=_ssim_stats(rgb8),
+    )
+
+
+def compare(
+    pred: Prepared, gt: Prepared, *, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[dict[str, float], np.ndarray]:
+    """Every per-image metric (keys of :data:`METRIC_LABELS`) and the accuracy curve ``(151,)``."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    out, curve = ab_scores(pred.ab, gt.ab, threshold=threshold)
+    u_acc, v_acc = _bin_accuracy(pred.uv_bins, gt.uv_bins)
+    out.update(
+        psnr=_psnr8(pred.rgb8, gt.rgb8),
+        ssim=_ssim_from_stats(pred.ssim_stats, gt.ssim_stats),
+        cf_pred=pred.cf,
+        cf_gt=gt.cf,
+        delta_cf=abs(pred.cf - gt.cf),
+        sat_diff=_saturation_diff(pred.sat_sum, gt.sat_sum),
+        bin_acc_u=u_acc,
+        bin_acc_v=v_acc,
+    )
+    return out, curve
+
+
+def image_metrics(pred: np.ndarray, gt: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
+    """Every per-image metric for one prediction/ground-truth pair (``(H, W, 3)`` in [0, 1])."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    return compare(prepare(pred), prepare(gt), threshold=threshold)[0]
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over images (NaNs ignored)."""
+    """Mean of each metric over images (NaNs and infinities ignored)."""
     if not rows:
         return {}
     keys = rows[0].keys()
@@ -118,3 +294,24 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
         vals = vals[np.isfinite(vals)]
         out[k] = float(vals.mean()) if vals.size else float("nan")
     return out
+
+
+__all__ = [
+    "AUC_THRESHOLDS",
+    "DEFAULT_THRESHOLD",
+    "METRIC_LABELS",
+    "Prepared",
+    "ab_distance",
+    "ab_error",
+    "ab_scores",
+    "accuracy_curve",
+    "colourfulness",
+    "compare",
+    "image_metrics",
+    "prepare",
+    "psnr",
+    "saturation_difference",
+    "ssim",
+    "summarise",
+    "uv_bin_accuracy",
+]

@@ -24,7 +24,9 @@ MULTIPLE = 32
 # Long side cap as a multiple of the short-side size, so thin panoramas stay affordable.
 MAX_ASPECT = 4
 # Full-resolution colour conversion runs in bands of this many pixels to bound peak memory.
-BAND_PIXELS = 1 << 21
+# 1 << 18: a band's float planes (1 MB each) stay in cache across the conversion's many
+# elementwise steps, 1.3-1.8x faster than 1 << 21 on a 2-core CPU.
+BAND_PIXELS = 1 << 18
 
 # A backend maps L (B, 1, h, w) in [0, 100] at network size to chroma (B, 2, h', w').
 Backend = Callable[[torch.Tensor], torch.Tensor]
@@ -53,6 +55,15 @@ def network_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
     """sRGB float ``(H, W, 3)`` -> L float32 ``(H, W)`` in [0, 100], in memory-bounded bands."""
+    from colorcli.onnx_runtime import gray_codes
+
+    gray = gray_codes(rgb)
+    if gray is not None:
+        # A gray 8/16-bit photo has at most 65536 levels: convert those and index, which gives
+        # the per-pixel values (to the last float32 ulp) 10x+ faster at 12 MP.
+        codes, levels = gray
+        lut = color.rgb_to_gray_l(torch.from_numpy(levels).view(1, 1, 1, -1).expand(1, 3, 1, -1))
+        return lut.reshape(-1).numpy()[codes]
     h, w, _ = rgb.shape
     out = np.empty((h, w), dtype=np.float32)
     for r0, r1 in _bands(h, w):
@@ -130,10 +141,10 @@ class Colorizer:
         if model is not None:
             model.to(self.device).eval()
             self.chroma_space = model.chroma_space
-            self.size = size or model.config.default_size
+            self.size = size if size is not None else model.config.default_size
         else:
             self.chroma_space = chroma_space or "lab"
-            self.size = size or default_size or 224
+            self.size = size if size is not None else (default_size or 224)
         self._backend = backend
         network_size(64, 64, self.size)  # validates size early
 
@@ -152,11 +163,11 @@ class Colorizer:
         from colorcli.models import create_model
 
         create_model  # noqa: B018 - name check happens below via the registry
-        if weights is None:
-            from colorcli.models.registry import _MODELS
+        from colorcli.models.registry import _MODELS
 
-            if name not in _MODELS:
-                create_model(name)  # raises UnknownModelError listing valid names
+        if name not in _MODELS:
+            create_model(name)  # raises UnknownModelError listing valid names, even with --weights
+        if weights is None:
             weights = default_weights_path(name)
             if weights is None:
                 raise ColorcliError(

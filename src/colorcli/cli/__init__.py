@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from colorcli.cli import colorize as _colorize
+from colorcli.cli import eval as _eval
+from colorcli.cli import export as _export
 from colorcli.cli import models as _models
 from colorcli.cli import train as _train
 
@@ -16,6 +18,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("colorize")(_colorize.colorize)
+app.command("eval")(_eval.eval_command)
+app.command("export")(_export.export)
 app.command("models")(_models.models)
 app.command("train")(_train.train)
 app.command("prepare")(_train.prepare)

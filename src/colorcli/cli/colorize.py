@@ -1,14 +1,20 @@
-"""``colorcli colorize``: files and folders in, colour images out."""
+"""``colorcli colorize``: files and folders in, colour images out.
+
+stdout carries one line per output written (its path); the progress bar, notes, per-file
+failures and the summary go to stderr. Exit codes: 0 all done or skipped, 1 some file failed,
+2 a usage problem (unknown model, bad weights, output folder not writable), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, user_errors
+from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+from colorcli.errors import ColorcliError
 
 
 def colorize(
@@ -16,46 +22,64 @@ def colorize(
     out_dir: Annotated[Path | None, typer.Option("--out-dir", "-o", help="Folder for the results (default: beside each input).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
     weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the network runs.")] = "auto",
     size: Annotated[int | None, typer.Option("--size", help="Short side the network sees, a multiple of 32 (default: the model's).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models (lower = more vivid).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
     suffix: Annotated[str, typer.Option("--suffix", help="Added to each output file name.")] = "_color",
-    fmt: Annotated[str, typer.Option("--format", help="png, jpg or same (as the input).")] = "png",
-    quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality of outputs.")] = 95,
+    fmt: Annotated[Literal["png", "jpg", "same"], typer.Option("--format", help="Output format; same: as the input where it can be written, else png.")] = "png",
+    bit_depth: Annotated[Literal["8", "16", "auto"], typer.Option("--bit-depth", help="Bits per channel of PNG/TIFF outputs; auto: 16 for 16-bit inputs.")] = "auto",
+    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")] = 95,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
-    from colorcli.batch import plan_jobs, run_jobs
+    from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
     from colorcli.pipeline import Colorizer
 
+    if bit_depth == "16" and fmt == "jpg":
+        print_line("error", "bold red", "--bit-depth 16 needs PNG or TIFF outputs; JPEG is 8-bit only")
+        raise typer.Exit(2)
     with user_errors():
-        jobs, problems = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
+        plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
+        if not plan.jobs and not plan.failed:
+            raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
         colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature)
-    for _, msg in problems:
-        err.print(f"[red]failed:[/] {msg}", highlight=False)
+        if out_dir is not None:
+            prepare_out_dir(out_dir)
+    for _, msg in plan.failed:
+        print_line("failed", "red", msg)
+    if plan.previous_outputs:
+        print_line("note", "cyan", f"{len(plan.previous_outputs)} file(s) named like outputs of other inputs "
+                   f"(e.g. {plan.previous_outputs[0]}) were not taken as inputs")
     columns = (TextColumn("colorize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err) as progress:
-        task = progress.add_task("colorize", total=len(jobs))
+    # On a terminal a live bar; in a log or a pipe only the lines below.
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("colorize", total=len(plan.jobs))
 
-        def on_done(job, status, note):
+        def on_event(job, status, detail):
             if status == "failed":
-                progress.console.print(f"[red]failed:[/] {note}", highlight=False)
+                print_line("failed", "red", detail, console=progress.console)
             elif status == "done":
-                out.print(str(job.target), highlight=False)
-                if note:
-                    progress.console.print(f"note: {job.source}: {note}", highlight=False)
+                out.print(safe_text(str(job.target)), markup=False, highlight=False)
+                if detail:
+                    print_line("note", "cyan", f"{job.source}: {detail}", console=progress.console)
             progress.advance(task)
 
-        try:
-            result = run_jobs(colorizer, jobs, overwrite=overwrite, quality=quality, on_done=on_done)
-        except KeyboardInterrupt:
-            progress.stop()
-            err.print("interrupted: finished outputs are kept, no partial file was left; "
-                      "run the same command again to do the rest")
-            raise typer.Exit(130) from None
-    failed = len(result.failed) + len(problems)
-    err.print(f"done {len(result.done)}, skipped {len(result.skipped)} (exist; --overwrite replaces), failed {failed}")
+        with user_errors():
+            result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
+                              bit_depth=bit_depth, workers=workers, on_event=on_event)
+    failed = len(result.failed) + len(plan.failed)
+    summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"
+    if result.skipped:
+        summary += " (skipped: output exists; --overwrite replaces it)"
+    if result.interrupted:
+        print_line("interrupted", "bold yellow",
+                   f"{summary}, not started {len(result.not_started)}; finished outputs are kept and "
+                   "no partial file was left; run the same command again to do the rest")
+        raise typer.Exit(130)
+    err.print(summary, markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
+

@@ -1,17 +1,38 @@
-"""What every command shares: consoles, the one-line error exit."""
+"""What every command shares: consoles, safe printing of file names, the one-line error exit."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from colorcli.errors import ColorcliError
 
 out = Console(soft_wrap=True)  # results: stdout
 err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: stderr
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` printable on one line: undecodable bytes of file names as ``\\xNN``, control
+    characters (a newline in a file name) escaped, so one problem is always one line and printing
+    never fails on a name that is not UTF-8."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that did not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def print_line(label: str, style: str, message: str, *, console: Console | None = None) -> None:
+    """``label: message`` on stderr; the message is never read as rich markup ("[x].jpg")."""
+    (console or err).print(Text.assemble((f"{label}: ", style), safe_text(message)), highlight=False)
 
 
 @contextlib.contextmanager
@@ -20,5 +41,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ColorcliError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        print_line("error", "bold red", str(exc))
         raise typer.Exit(2) from None

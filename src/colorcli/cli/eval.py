@@ -1,0 +1,92 @@
+"""``colorcli eval``: score models (and baselines, and other tools' outputs) against colour photos.
+
+stdout carries the summary table (and the report folder's files when ``--report`` is given);
+the progress bar, notes and unreadable photos go to stderr. Exit codes: 0 done, 1 some photo
+could not be read, 2 a usage problem (unknown model, bad weights, no photos).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+
+
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of colour photos (the ground truth).")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate (repeatable).")] = None,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file (repeatable; implies --model NAME).")] = None,
+    pred_dir: Annotated[list[str] | None, typer.Option("--pred-dir", help="NAME=DIR: score finished predictions in DIR, matched to photos by file stem (or stem_color) (repeatable).")] = None,
+    baseline: Annotated[Literal["gray"] | None, typer.Option("--baseline", help="Add a baseline row; gray: the neutral image with the photo's own L.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N photos (sorted by name).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Short side the networks see, a multiple of 32 (default: each model's).")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0, help="ab distance under which a pixel counts as correct.")] = 10.0,
+    semantic: Annotated[bool, typer.Option("--semantic", help="Also classify ground truth, gray and colorized photos with an ImageNet EfficientNet-Lite0 (top-1/top-5; slower).")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Folder for per-image CSV, summary JSON/Markdown, contact sheet and accuracy plot.")] = None,
+    sheet: Annotated[int, typer.Option("--sheet", min=1, help="Photos in each contact-sheet section (first N, worst N by ΔCF).")] = 8,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the networks run.")] = "auto",
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch; 0: the cores not busy with other work.")] = 0,
+) -> None:
+    """Score colorizers on colour photos: ab L2, pixel accuracy, AuC, PSNR, SSIM, colourfulness, ..."""
+    from colorcli.evaluate import evaluate, idle_cpu_threads, parse_named
+    from colorcli.report import table, write_report
+
+    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("eval", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        with user_errors():
+            result = evaluate(
+                folder,
+                models=model or [],
+                weights=parse_named(weights or [], "--weights"),
+                pred_dirs=parse_named(pred_dir or [], "--pred-dir"),
+                baseline=baseline,
+                limit=limit,
+                size=size,
+                temperature=temperature,
+                threshold=threshold,
+                device=device,
+                semantic=semantic,
+                sheet_count=sheet if report is not None else 0,
+                threads=threads or idle_cpu_threads(),
+                on_progress=on_progress,
+            )
+    for _, reason in result.failed:
+        print_line("failed", "red", reason)
+    for note in result.notes():
+        print_line("note", "cyan", note)
+
+    headers, rows = table(result)
+    tbl = Table(title=f"{len(result.images)} photo(s) from {safe_text(str(folder))}")
+    for i, h in enumerate(headers):
+        tbl.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        tbl.add_row(*(safe_text(c) for c in row))
+    # In a pipe or a file the table keeps its natural width instead of rich's 80 columns.
+    console = out
+    if not out.is_terminal:
+        width = Measurement.get(out, out.options.update(width=10_000), tbl).maximum
+        console = Console(width=max(width, out.width), soft_wrap=True)  # rich caps print(width=)
+    console.print(tbl)
+    out.print("ΔCF = mean |CF(pred) − CF(gt)| per photo; CF gap = |mean CF(pred) − mean CF(gt)|",
+              markup=False, highlight=False)
+    if report is not None:
+        with user_errors():
+            paths = write_report(result, report)
+        for p in paths.values():
+            out.print(safe_text(str(p)), markup=False, highlight=False)
+    if result.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,34 @@
+"""``colorcli export``: a model to ONNX (decoding included), checked against PyTorch.
+
+stdout carries the path of the file written; the parity figures go to stderr. Exit code 2 when
+the model cannot be exported or the export does not match PyTorch (no file is written then).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from colorcli.cli.common import err, out, safe_text, user_errors
+
+
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
+    weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store and run the network in half precision (input, decoding and output stay float32).")] = False,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
+) -> None:
+    """Export a model to ONNX with dynamic batch, height and width (multiples of 32)."""
+    from colorcli.export import export_onnx
+
+    with user_errors():
+        report = export_onnx(model, output, weights=weights, opset=opset, fp16=fp16, temperature=temperature)
+    for (b, h, w), diff in report.parity:
+        err.print(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)", markup=False, highlight=False)
+    err.print(f"{report.model}: opset {report.opset}, {report.precision}, {report.bytes / 2**20:.1f} MiB",
+              markup=False, highlight=False)
+    out.print(safe_text(str(report.path)), markup=False, highlight=False)

@@ -1,0 +1,370 @@
+"""Export a model to ONNX, with its decoding inside the graph, checked against PyTorch.
+
+The exported graph maps L ``(B, 1, H, W)`` float32 in [0, 100] (batch, height and width
+dynamic; H and W multiples of 32) to decoded chroma ``(B, 2, H/s, W/s)`` float32 (a/b for Lab
+models, u/v for the Luv one; ``s`` is the model's output stride): the model's own ``decode``
+(annealed mean over bin centres at a fixed temperature, or regression scaling) is traced into
+the graph, so a runtime needs no knowledge of the model family. colorcli metadata goes into the
+file's ``metadata_props`` (see :func:`export_model`). Before anything is written, onnx.checker
+runs and onnxruntime is compared with PyTorch at three input sizes (max |Δchroma| ≤ 0.5 after
+decoding); a failure raises :class:`ExportError` and leaves no file.
+
+Build step: ``python -m colorcli.export`` regenerates the tiny colour-conversion graphs in
+``colorcli/onnx_graphs/`` (exported from ``colorcli.color``) that the torch-free runtime
+(:mod:`colorcli.onnx_runtime`) uses at full resolution.
+
+We use torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one needs
+onnxscript, which colorcli does not depend on, and ``dynamic_axes`` covers our dynamic H, W.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from colorcli import __version__, color
+from colorcli.errors import ColorcliError
+from colorcli.imageio import atomic_write_bytes
+from colorcli.models import ColorModel
+from colorcli.onnx_runtime import (
+    COLOR_GRAPHS,
+    GRAPH_DIR,
+    INPUT_NAME,
+    MULTIPLE,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    OUTPUT_NAME,
+)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # Resize with half_pixel and Einsum as our graphs use them
+PARITY_TOL = 0.5  # max |Δ chroma| (ab or uv units) between onnxruntime and PyTorch
+# (batch, height, width): batch > 1, both orientations of non-square, and the usual 224 side.
+PARITY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 96, 64), (2, 64, 128), (1, 224, 160))
+_TRACE_SHAPE = (1, 96, 128)  # (batch, height, width), non-square, so no H == W coincidence is traced in
+
+
+class ExportError(ColorcliError):
+    """A model cannot be exported, or its export does not match PyTorch."""
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What :func:`export_model` wrote and how closely it matches PyTorch."""
+
+    path: Path
+    model: str
+    bytes: int
+    opset: int
+    precision: str
+    # ((batch, height, width), max |Δ chroma|) per parity shape
+    parity: list[tuple[tuple[int, int, int], float]]
+    metadata: dict[str, str]
+
+
+class _Decoded(nn.Module):
+    """The exported network: L -> raw -> the model's own ``decode`` -> chroma (float32)."""
+
+    def __init__(self, model: ColorModel, *, temperature: float | None, fp16: bool) -> None:
+        super().__init__()
+        # fp16 converts the network only; decoding keeps the fp32 model's buffers (bin centres)
+        # and runs in fp32, so the softmax over bins never sees half precision.
+        self.net = copy.deepcopy(model).half() if fp16 else model
+        self.decoder = model
+        self.fp16 = fp16
+        self.temperature = temperature
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        raw = self.net(L.half() if self.fp16 else L)
+        return self.decoder.decode(raw.float(), temperature=self.temperature).float()
+
+
+def _trace_to_bytes(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter's deprecation notice and tracer warnings about Python
+        # constants (colour matrices, channel checks) say nothing a user can act on.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buf, dynamo=False, input_names=input_names, output_names=output_names,
+            dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def _parity_input(shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """A photo-like L ``(B, 1, H, W)`` in [0, 100]: smooth gradients plus texture."""
+    b, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    y = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    x = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    phase = torch.rand(b, 1, 1, 1, generator=g) * 6
+    smooth = 50 + 35 * torch.sin(6 * x + phase) * torch.cos(5 * y - phase)
+    return (smooth + 10 * torch.rand(b, 1, h, w, generator=g)).clamp(0, 100)
+
+
+def _check_opset(opset: int) -> None:
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if not MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise ExportError(f"--opset must be between {MIN_OPSET} and {ONNX_MAX_OPSET}, got {opset}")
+
+
+def _ort_session(data: bytes):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("export checks its output with onnxruntime: pip install onnxruntime") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _check_model(data: bytes, what: str):
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("export needs the onnx package: pip install onnx onnxruntime") from None
+    proto = onnx.load_from_string(data)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{what}: onnx.checker rejects the exported graph ({str(exc).splitlines()[0]})") from None
+    return proto
+
+
+def _effective_temperature(model: ColorModel, temperature: float | None) -> float | None:
+    info = model.decode_info()
+    if "temperature" not in info:
+        return None  # regression: decoding has no temperature (the torch backend ignores it too)
+    return float(info["temperature"] if temperature is None else temperature)
+
+
+def export_model(
+    model: ColorModel,
+    out: Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    temperature: float | None = None,
+    parity_shapes: Sequence[tuple[int, int, int]] = PARITY_SHAPES,
+    weights_path: Path | None = None,
+    weights_meta: dict[str, Any] | None = None,
+) -> ExportReport:
+    """Export ``model`` (its decoding included) to ``out`` after checking it against PyTorch.
+
+    Metadata (``metadata_props``, strings; JSON where structured): ``colorcli_format``,
+    ``colorcli_format_version``, ``colorcli_version``, ``model``, ``model_config``,
+    ``chroma_space``, ``default_size``, ``multiple`` (32), ``temperature`` (JSON, null for
+    regression models), ``decode`` (the model's ``decode_info()``, applied in the graph),
+    ``precision``, ``input``, ``output``, ``weights`` (file, sha256, training metrics) and
+    ``parity`` (the max |Δchroma| found per shape). Raises :class:`ExportError` if tracing,
+    onnx.checker or the parity check fails; nothing is written then.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"{out}: the output file name must end in .onnx")
+    _check_opset(opset)
+    arch = model.arch
+    model = model.float().cpu().eval()
+    temp = _effective_temperature(model, temperature)
+    if temp is not None and not (math.isfinite(temp) and temp > 0):
+        raise ExportError(f"--temperature must be a positive number, got {temp}")
+    wrapper = _Decoded(model, temperature=temp, fp16=fp16).eval()
+    example = _parity_input(_TRACE_SHAPE, seed=1)
+    try:
+        with torch.inference_mode():
+            wrapper(example)  # a model that cannot even run at this size fails here, clearly
+        data = _trace_to_bytes(
+            wrapper, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                          OUTPUT_NAME: {0: "batch", 2: "chroma_height", 3: "chroma_width"}},
+            opset=opset,
+        )
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the reason matters
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ExportError(f"model {arch!r} cannot be exported to ONNX: {first}") from None
+    proto = _check_model(data, f"model {arch!r}")
+
+    session = _ort_session(proto.SerializeToString())
+    parity: list[tuple[tuple[int, int, int], float]] = []
+    for i, shape in enumerate(parity_shapes):
+        if shape[1] % MULTIPLE or shape[2] % MULTIPLE:
+            raise ValueError(f"parity shape {shape}: sides must be multiples of {MULTIPLE}")
+        L = _parity_input(shape, seed=100 + i)
+        with torch.inference_mode():
+            ref = model.decode(model(L).float(), temperature=temp).float().numpy()
+        got = session.run(None, {INPUT_NAME: L.numpy()})[0]
+        if got.shape != ref.shape:
+            raise ExportError(
+                f"model {arch!r}: ONNX output shape {got.shape} != PyTorch {ref.shape} at input {shape}; not written"
+            )
+        diff = float(np.nanmax(np.abs(got - ref))) if np.isfinite(got).all() else math.inf
+        parity.append((tuple(shape), diff))
+        if not diff <= PARITY_TOL:
+            raise ExportError(
+                f"model {arch!r}: onnxruntime differs from PyTorch by {diff:.3f} (max |Δchroma|) at "
+                f"input {shape}, limit {PARITY_TOL}; {out} not written"
+            )
+
+    info = dict(model.decode_info())
+    if temp is not None:
+        info["temperature"] = temp
+    info["applied_in_graph"] = True
+    stride = info.get("stride")
+    weights = {}
+    if weights_path is not None:
+        weights = {"file": Path(weights_path).name, "sha256": _sha256(Path(weights_path))}
+    if weights_meta:
+        weights["metrics"] = weights_meta.get("metrics", {})
+    meta = {
+        "colorcli_format": ONNX_FORMAT,
+        "colorcli_format_version": str(ONNX_FORMAT_VERSION),
+        "colorcli_version": __version__,
+        "model": arch,
+        "model_config": json.dumps(model.config_dict()),
+        "chroma_space": model.chroma_space,
+        "default_size": str(model.config.default_size),
+        "multiple": str(MULTIPLE),
+        "temperature": json.dumps(temp),
+        "decode": json.dumps(info),
+        "precision": "fp16 network, fp32 input/decoding/output" if fp16 else "fp32",
+        "input": f"{INPUT_NAME}: float32 (B, 1, H, W), CIE L in [0, 100], H and W multiples of {MULTIPLE}",
+        "output": (f"{OUTPUT_NAME}: float32 (B, 2, H/{stride}, W/{stride}), decoded "
+                   f"{'a/b' if model.chroma_space == 'lab' else 'u/v'}; upsample bilinearly and "
+                   f"combine with the full-resolution L"),
+        "weights": json.dumps(weights),
+        "parity": json.dumps({"tolerance": PARITY_TOL,
+                              "max_abs_diff": {f"{b}x{h}x{w}": d for (b, h, w), d in parity}}),
+    }
+    import onnx
+
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name = "colorcli"
+    proto.producer_version = __version__
+    proto.doc_string = f"colorcli {arch}: L -> decoded chroma ({model.chroma_space})"
+    data = proto.SerializeToString()
+    atomic_write_bytes(out, data)
+    return ExportReport(out, arch, len(data), opset, "fp16" if fp16 else "fp32", parity, meta)
+
+
+def export_onnx(
+    name: str,
+    out: Path,
+    *,
+    weights: Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    temperature: float | None = None,
+) -> ExportReport:
+    """Export registered model ``name`` from ``weights`` (default: its shipped file) to ``out``."""
+    from colorcli.models import create_model, list_models
+    from colorcli.weights import default_weights_path, load_weights
+
+    if name not in list_models(include_test=True):
+        create_model(name)  # raises UnknownModelError listing the valid names
+    if weights is None:
+        weights = default_weights_path(name)
+        if weights is None:
+            raise ColorcliError(
+                f"model {name!r} has no shipped weights; train it with "
+                f"`colorcli train --model {name}` or pass --weights FILE"
+            )
+    model = load_weights(weights, expect_arch=name)
+    return export_model(model, out, opset=opset, fp16=fp16, temperature=temperature,
+                        weights_path=weights, weights_meta=getattr(model, "weights_meta", None))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The colour graphs of the torch-free runtime (build step)
+
+
+class _RgbToL(nn.Module):
+    """sRGB ``(h, w, 3)`` in [0, 1] -> L ``(h, w)`` in [0, 100] (``color.rgb_to_gray_l``)."""
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return color.rgb_to_gray_l(rgb.permute(2, 0, 1)[None])[0, 0]
+
+
+class _ToRgb(nn.Module):
+    """L ``(h, w)`` + chroma ``(2, h, w)`` -> sRGB ``(h, w, 3)`` with ``color.lab_to_rgb`` or
+    ``color.luv_to_rgb``."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, L: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+        return self.fn(torch.cat([L[None], chroma], dim=0)[None])[0].permute(1, 2, 0)
+
+
+def color_graph_modules() -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], list[str]]]:
+    """name -> (module, example inputs, input names) for each graph in ``COLOR_GRAPHS``."""
+    rgb = torch.rand(8, 12, 3)
+    L, ch = torch.rand(8, 12) * 100, torch.randn(2, 8, 12) * 30
+    return {
+        "rgb_to_l": (_RgbToL(), (rgb,), ["rgb"]),
+        "lab": (_ToRgb(color.lab_to_rgb), (L, ch), ["L", "chroma"]),
+        "luv": (_ToRgb(color.luv_to_rgb), (L, ch), ["L", "chroma"]),
+    }
+
+
+def export_color_graphs(out_dir: Path = GRAPH_DIR, *, opset: int = DEFAULT_OPSET) -> list[Path]:
+    """Write the colour graphs the torch-free runtime uses into ``out_dir``; returns the paths.
+
+    Each graph has dynamic height and width (the runtime feeds bands of rows); inputs and
+    outputs are channels-last where the photo is, so no transposes happen outside the graph.
+    """
+    _check_opset(opset)
+    out_dir = Path(out_dir)
+    paths = []
+    for name, (module, args, inputs) in color_graph_modules().items():
+        output = "L" if name == "rgb_to_l" else "rgb"
+        axes = {"rgb": {0: "height", 1: "width"}, "L": {0: "height", 1: "width"},
+                "chroma": {1: "height", 2: "width"}}
+        dynamic = {k: axes[k] for k in [*inputs, output]}
+        data = _trace_to_bytes(module, args, input_names=inputs, output_names=[output],
+                               dynamic_axes=dynamic, opset=opset)
+        proto = _check_model(data, f"colour graph {name}")
+        proto.producer_name = "colorcli"
+        proto.producer_version = __version__
+        proto.doc_string = f"colorcli colour graph {name}, exported from colorcli.color by colorcli.export"
+        path = out_dir / COLOR_GRAPHS[name]
+        atomic_write_bytes(path, proto.SerializeToString())
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in export_color_graphs():
+        print(p)

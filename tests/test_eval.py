@@ -1,0 +1,257 @@
+"""``colorcli eval`` and its library: systems, baselines, other tools' outputs, report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from colorcli import metrics
+from colorcli.cli import app
+from colorcli.errors import ColorcliError
+from colorcli.evaluate import (
+    EvalResult,
+    evaluate,
+    gray_colorizer,
+    imagenet_label,
+    parse_named,
+    torch_threads,
+)
+from colorcli.imageio import read_photo
+from colorcli.pipeline import Colorizer
+from colorcli.report import FILES, accuracy_plot, contact_sheet, markdown, table, write_report
+
+TENCH = "imagenette-n01440764-ILSVRC2012_val_00009111.jpg"
+CHURCH = "imagenette-n03028079-ILSVRC2012_val_00001234.png"
+
+
+@pytest.fixture()
+def photos(tmp_path, make_photo) -> Path:
+    """Four small colour photos, two named like Imagenette files (known ImageNet class)."""
+    d = tmp_path / "val"
+    d.mkdir()
+    Image.fromarray(make_photo(40, 48, 1)).save(d / TENCH, quality=95)
+    Image.fromarray(make_photo(36, 44, 2)).save(d / CHURCH)
+    Image.fromarray(make_photo(48, 40, 3)).save(d / "coco-image0001.png")
+    Image.fromarray(make_photo(32, 32, 4)).save(d / "coco-image0002.png")
+    return d
+
+
+def _gt(folder: Path, name: str) -> np.ndarray:
+    return np.ascontiguousarray(read_photo(folder / name).rgb, dtype=np.float32)
+
+
+def test_imagenet_label_and_parse_named(tmp_path):
+    assert imagenet_label(TENCH) == 0
+    assert imagenet_label("imagenette-n03888257-foo.jpg") == 701
+    assert imagenet_label("coco-image0033.jpg") is None
+    assert imagenet_label("n99999999.jpg") is None
+    assert parse_named(["a=x.safetensors", "b = dir/y"], "--weights") == {"a": Path("x.safetensors"), "b": Path(" dir/y")}
+    for bad in (["a"], ["=x"], ["a="], ["a=x", "a=y"]):
+        with pytest.raises(ColorcliError, match="--weights"):
+            parse_named(bad, "--weights")
+
+
+def test_gray_baseline_closed_form(photos):
+    """The neutral image: CF 0, so ΔCF = CF gap = mean CF(gt); saturation difference 1."""
+    res = evaluate(photos, baseline="gray")
+    s = res.summary()["gray"]
+    assert s["images"] == 4
+    assert s["cf_pred"] == pytest.approx(0.0, abs=0.05)
+    assert s["delta_cf"] == pytest.approx(s["cf_gt"], abs=0.05)
+    assert s["cf_gap"] == pytest.approx(s["cf_gt"], abs=0.05)
+    assert s["sat_diff"] == pytest.approx(1.0, abs=1e-2)
+    # Each photo's ab error is exactly its own chroma: the baseline's ab is 0.
+    gt = _gt(photos, TENCH)
+    chroma = np.hypot(*np.moveaxis(metrics._lab(gt)[..., 1:], -1, 0))
+    assert res.systems[0].rows[TENCH]["ab_l2"] == pytest.approx(chroma.mean(), abs=1e-2)
+
+
+def test_model_scored_through_the_one_pipeline(photos, tiny_weights):
+    """A row equals image_metrics of Colorizer.colorize_rgb's output for that photo."""
+    calls = []
+    res = evaluate(photos, weights={"test_mcl": tiny_weights}, threshold=12,
+                   on_progress=lambda done, total: calls.append((done, total)))
+    assert [s.name for s in res.systems] == ["test_mcl"]
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    col = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu")
+    for name in (TENCH, "coco-image0002.png"):
+        gt = _gt(photos, name)
+        expect = metrics.image_metrics(col.colorize_rgb(gt), gt, threshold=12)
+        got = res.systems[0].rows[name]
+        assert got.keys() == expect.keys()
+        for k in expect:
+            assert got[k] == pytest.approx(expect[k], rel=1e-5, abs=1e-6), k
+    s = res.summary()["test_mcl"]
+    rows = list(res.systems[0].rows.values())
+    assert s["delta_cf"] == pytest.approx(np.mean([r["delta_cf"] for r in rows]))
+    assert s["cf_gap"] == pytest.approx(abs(np.mean([r["cf_pred"] for r in rows]) - np.mean([r["cf_gt"] for r in rows])))
+    np.testing.assert_allclose(res.systems[0].curve.mean(), s["auc"])
+
+
+def test_pred_dir_matching_resize_and_missing(photos, tmp_path):
+    """Ground-truth copies score perfectly; wrong size is resized (noted); absent is counted."""
+    preds = tmp_path / "other_tool"
+    preds.mkdir()
+    Image.open(photos / "coco-image0001.png").save(preds / "coco-image0001.png")
+    Image.open(photos / CHURCH).save(preds / (Path(CHURCH).stem + "_color.png"))  # colorize's naming
+    Image.open(photos / "coco-image0002.png").resize((64, 64)).save(preds / "coco-image0002.jpg", quality=95)
+    res = evaluate(photos, pred_dirs={"other": preds}, baseline="gray")
+    other = res.systems[1]
+    assert other.missing == [TENCH]
+    assert len(other.resized) == 1 and "64x64 -> 32x32" in other.resized[0]
+    for name in ("coco-image0001.png", CHURCH):
+        r = other.rows[name]
+        assert r["ab_l2"] == 0 and r["auc"] == 1 and r["psnr"] == math.inf and r["delta_cf"] == 0
+    assert other.rows["coco-image0002.png"]["ab_l2"] > 0
+    s = res.summary()["other"]
+    assert (s["images"], s["missing"], s["resized"]) == (3, 1, 1)
+    notes = "\n".join(res.notes())
+    assert "1 prediction(s) missing" in notes and "resized" in notes
+    assert res.summary()["gray"]["images"] == 4
+
+
+def test_unreadable_photo_is_reported_and_rest_scored(photos):
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    res = evaluate(photos, baseline="gray", limit=3)
+    assert [p.name for p, _ in res.failed] == ["broken.jpg"]
+    assert len(res.images) == 2  # the first 3 sorted files, one of them broken
+
+
+def test_usage_errors(photos, tmp_path, tiny_weights):
+    with pytest.raises(ColorcliError, match="no such folder"):
+        evaluate(tmp_path / "nope", baseline="gray")
+    with pytest.raises(ColorcliError, match="nothing to evaluate"):
+        evaluate(photos)
+    with pytest.raises(ColorcliError, match="no image files"):
+        (tmp_path / "empty").mkdir()
+        evaluate(tmp_path / "empty", baseline="gray")
+    with pytest.raises(ColorcliError, match="already used"):
+        evaluate(photos, baseline="gray", pred_dirs={"gray": photos})
+    with pytest.raises(ColorcliError, match="--pred-dir .*no such folder"):
+        evaluate(photos, pred_dirs={"x": tmp_path / "missing"})
+    with pytest.raises(ColorcliError, match="unknown model"):
+        evaluate(photos, weights={"no_such_model": tiny_weights})
+    with pytest.raises(ColorcliError, match="--size"):
+        evaluate(photos, baseline="gray", size=50)
+
+
+def test_torch_threads_restored():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_semantic_counts_only_labelled_photos(photos, tiny_weights):
+    """Top-1/top-5 over the two Imagenette-named photos; the classifier sees all three versions."""
+    res = evaluate(photos, weights={"test_mcl": tiny_weights}, semantic=True)
+    assert res.reference["ground truth"].n == 2 and res.reference["gray"].n == 2
+    s = res.summary()["test_mcl"]
+    assert s["semantic_images"] == 2
+    assert 0 <= s["top1"] <= s["top5"] <= 1
+    assert set(res.systems[0].rows[TENCH]) >= {"top1", "top5"}
+    assert "top1" not in res.systems[0].rows["coco-image0001.png"]
+    assert any("2 photo(s) without a known ImageNet class" in n for n in res.notes())
+    headers, rows = table(res)
+    assert "top-1" in headers and [r[0] for r in rows] == ["test_mcl", "ground truth", "gray (input)"]
+
+
+def test_contact_sheet_first_and_worst(photos, tmp_path):
+    """Columns gray | systems | ground truth; worst rows sorted by ΔCF; missing cells drawn."""
+    preds = tmp_path / "p"
+    preds.mkdir()
+    Image.open(photos / TENCH).save(preds / (Path(TENCH).stem + ".png"))
+    res = evaluate(photos, pred_dirs={"copy": preds}, baseline="gray", sheet_count=2)
+    assert res.sheet_columns == ["gray", "copy", "ground truth"]
+    assert [e.name for e in res.sheet_first] == sorted(p.name for p in photos.iterdir())[:2]
+    # Only TENCH has a prediction (a perfect one), so it is the only photo with a finite ΔCF.
+    assert [e.name for e in res.sheet_worst] == [TENCH]
+    assert res.sheet_worst[0].delta_cf == 0
+    assert any(c is None for e in res.sheet_first for c in e.cells)  # missing prediction cell
+    img = contact_sheet(res)
+    assert img.width > 3 * 128 and img.height > 3 * 128
+
+
+def _run(*args) -> object:
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+
+def test_cli_report_files(photos, tiny_weights, tmp_path):
+    out = tmp_path / "report"
+    res = _run(photos, "--weights", f"test_mcl={tiny_weights}", "--baseline", "gray", "--report", out,
+               "--sheet", "2", "--threshold", "5", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "test_mcl" in res.stdout and "gray" in res.stdout and "acc@5" in res.stdout
+    for name in FILES.values():
+        assert (out / name).is_file(), name
+
+    with open(out / FILES["csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 * 2
+    assert {r["system"] for r in rows} == {"gray", "test_mcl"}
+    assert {r["imagenet_class"] for r in rows if r["image"] == TENCH} == {"0"}
+    assert all(0 <= float(r["pixel_acc"]) <= 1 for r in rows)
+
+    summary = json.loads((out / FILES["json"]).read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert summary["threshold"] == 5 and summary["photos"] == 4
+    gray = summary["systems"]["gray"]
+    assert gray["delta_cf"] == pytest.approx(gray["cf_gt"], abs=0.05)
+    assert "cf_gap" in summary["metric_labels"] and "delta_cf" in summary["metric_labels"]
+    assert len(summary["accuracy_curve"]["test_mcl"]) == 151
+    assert np.mean(summary["accuracy_curve"]["gray"]) == pytest.approx(gray["auc"])
+
+    md = (out / FILES["markdown"]).read_text()
+    assert "| system |" in md and "| gray |" in md and "CF gap" in md
+
+    sheet = Image.open(out / FILES["sheet"])
+    sheet.load()
+    assert sheet.format == "PNG" and sheet.mode == "RGB"
+    # 3 columns (gray | test_mcl | ground truth), 2 + 2 rows of 128-px cells.
+    assert sheet.width >= 3 * 128 and sheet.height >= 4 * 128
+    plot = Image.open(out / FILES["plot"])
+    plot.load()
+    assert plot.format == "PNG" and plot.size == (820, 520)
+    # The curves are drawn: pixels of the first two palette colours are present.
+    px = np.asarray(plot.convert("RGB")).reshape(-1, 3)
+    for colour in ((0, 114, 178), (213, 94, 0)):
+        assert (px == colour).all(axis=1).sum() > 100
+
+
+def test_cli_errors_exit_codes(photos, tmp_path):
+    res = _run(photos, "--model", "no_such_model")
+    assert res.exit_code == 2 and "unknown model" in res.output
+    res = _run(photos, "--weights", "test_mcl")
+    assert res.exit_code == 2 and "NAME=PATH" in res.output
+    res = _run(photos)
+    assert res.exit_code == 2 and "nothing to evaluate" in res.output
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    res = _run(photos, "--baseline", "gray", "--limit", "2")
+    assert res.exit_code == 1 and "broken.png" in res.output
+
+
+def test_report_without_images(tmp_path, photos):
+    """A run where every photo failed still writes a valid report."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_bytes(b"nope")
+    res = evaluate(tmp_path / "bad", baseline="gray", sheet_count=2)
+    assert isinstance(res, EvalResult) and res.images == [] and len(res.failed) == 1
+    paths = write_report(res, tmp_path / "r")
+    assert json.loads(paths["json"].read_text())["systems"]["gray"]["images"] == 0
+    assert accuracy_plot(res).size == (820, 520)
+    assert "unreadable" in markdown(res)
+
+
+def test_gray_colorizer_is_neutral(photos):
+    gt = _gt(photos, TENCH)
+    out = gray_colorizer().colorize_rgb(gt)
+    lab = metrics._lab(out)
+    assert np.abs(lab[..., 1:]).max() < 0.05
+    np.testing.assert_allclose(lab[..., 0], metrics._lab(gt)[..., 0], atol=0.05)

@@ -1,0 +1,307 @@
+"""ONNX export and the torch-free onnxruntime backend: checker, metadata, parity, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
+
+from colorcli import color, onnx_runtime, pipeline
+from colorcli.cli import app
+from colorcli.errors import ColorcliError, WeightsError
+from colorcli.export import (
+    PARITY_TOL,
+    ExportError,
+    color_graph_modules,
+    export_color_graphs,
+    export_model,
+)
+from colorcli.models import create_model, list_models
+from colorcli.onnx_runtime import COLOR_GRAPHS, GRAPH_DIR, OnnxColorizer
+
+TEST_MODELS = [n for n in list_models(include_test=True) if n.startswith("test_")]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """name -> (model, ExportReport); each tiny model exported once for the whole module."""
+    folder = tmp_path_factory.mktemp("onnx")
+    done: dict = {}
+
+    def get(name: str):
+        if name not in done:
+            torch.manual_seed(0)
+            model = create_model(name).eval()
+            done[name] = (model, export_model(model, folder / f"{name}.onnx"))
+        return done[name]
+
+    return get
+
+
+def _photo_l(shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """Photo-like L (B, 1, H, W): a smooth pattern plus texture, in [0, 100]."""
+    b, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = 50 + 40 * torch.sin(7 * x + 3 * y)
+    return (base + 8 * torch.rand(b, 1, h, w, generator=g)).clamp(0, 100)
+
+
+def test_every_family_has_a_test_variant_to_export():
+    families = {create_model(n).family for n in list_models()}
+    assert families <= {create_model(n).family for n in TEST_MODELS}
+
+
+@pytest.mark.parametrize("name", TEST_MODELS)
+def test_export_checker_metadata_parity(name, exports):
+    model, report = exports(name)
+    proto = onnx.load(str(report.path))
+    onnx.checker.check_model(proto, full_check=True)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["colorcli_format"] == onnx_runtime.ONNX_FORMAT
+    assert meta["model"] == name
+    assert meta["chroma_space"] == model.chroma_space
+    assert int(meta["default_size"]) == model.config.default_size
+    decode = json.loads(meta["decode"])
+    assert decode["kind"] == model.decode_info()["kind"] and decode["applied_in_graph"]
+    if "temperature" in model.decode_info():
+        assert json.loads(meta["temperature"]) == pytest.approx(model.decode_info()["temperature"])
+        assert len(decode.get("centres", decode.get("means"))) > 2  # the bins are documented
+    else:
+        assert json.loads(meta["temperature"]) is None and "scale" in decode
+    assert len(report.parity) == 3 and all(d <= PARITY_TOL for _, d in report.parity)
+
+    # Independently of the export's own check: dynamic batch/H/W at sizes it did not trace.
+    sess = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    for i, shape in enumerate([(1, 32, 96), (3, 128, 64), (1, 160, 224)]):
+        L = _photo_l(shape, i)
+        with torch.inference_mode():
+            ref = model.decode(model(L)).numpy()
+        got = sess.run(None, {"L": L.numpy()})[0]
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= PARITY_TOL
+
+
+def test_fp16_export(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("test_mcl").eval()
+    full = export_model(model, tmp_path / "a.onnx")
+    half = export_model(model, tmp_path / "b.onnx", fp16=True)
+    assert half.bytes < 0.75 * full.bytes
+    assert "fp16" in half.metadata["precision"]
+    assert all(d <= PARITY_TOL for _, d in half.parity)
+    sess = ort.InferenceSession(str(half.path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == sess.get_outputs()[0].type == "tensor(float)"
+
+
+class _TraceDiffers(torch.nn.Module):
+    """A model whose traced graph differs from its eager forward: the parity check must catch it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.arch, self.config, self.chroma_space = inner.arch, inner.config, inner.chroma_space
+
+    def forward(self, L):
+        raw = self.inner(L)
+        return raw + 3.0 if torch.jit.is_tracing() else raw
+
+    def decode(self, raw, *, temperature=None):
+        return self.inner.decode(raw, temperature=temperature)
+
+    def decode_info(self):
+        return self.inner.decode_info()
+
+    def config_dict(self):
+        return self.inner.config_dict()
+
+
+def test_export_fails_loudly_when_onnx_differs(tmp_path):
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match=r"differs from PyTorch by .* limit 0.5; .* not written"):
+        export_model(_TraceDiffers(create_model("test_l2")), out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_other_suffix(tmp_path):
+    with pytest.raises(ExportError, match=r"must end in \.onnx"):
+        export_model(create_model("test_l2"), tmp_path / "w.safetensors")
+
+
+def test_cli_export(tiny_weights, tmp_path):
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["export", "--model", "test_mcl", "--weights", str(tiny_weights), "-o", str(out),
+                                   "--opset", "17", "--temperature", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(out)
+    assert res.stderr.count("parity ") == 3
+    meta = OnnxColorizer(out, device="cpu").info.meta
+    assert json.loads(meta["weights"])["sha256"]
+    assert json.loads(meta["temperature"]) == 0.5
+
+    res = CliRunner().invoke(app, ["export", "--model", "nope", "-o", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "unknown model 'nope'" in res.stderr
+    res = CliRunner().invoke(app, ["export", "--model", "test_l2", "--weights", str(tiny_weights),
+                                   "-o", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "holds weights for model 'test_mcl'" in res.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["test_mcl", "test_luv50", "test_unet"])
+def test_onnx_colorizer_matches_torch_pipeline(name, exports, make_photo):
+    """Same photo, torch backend vs onnxruntime backend: within 1/255 (here far closer)."""
+    model, report = exports(name)
+    oc = OnnxColorizer(report.path, device="cpu")
+    tc = pipeline.Colorizer(model, device="cpu")
+    for shape, seed in [((48, 64), 1), ((37, 53), 2), ((90, 41), 3)]:
+        rgb = make_photo(*shape, seed).astype(np.float32) / 255
+        gray = np.broadcast_to(rgb.mean(axis=2, keepdims=True), rgb.shape)  # the reader's gray view
+        for img in (rgb, gray):
+            a, b = oc.colorize_rgb(img), tc.colorize_rgb(img)
+            assert a.shape == b.shape == (*shape, 3)
+            assert np.abs(a - b).max() <= 1 / 255
+
+
+def test_color_graphs_match_color_py():
+    """The shipped graphs compute what colorcli.color computes (incl. branch edges, black)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.random((40, 50, 3), dtype=np.float32)
+    rgb[0, :4] = [[0, 0, 0], [1, 1, 1], [0.04045, 0.04045, 0.04045], [0.0031308 * 12.92] * 3]
+    sess = {k: ort.InferenceSession(str(GRAPH_DIR / f), providers=["CPUExecutionProvider"])
+            for k, f in COLOR_GRAPHS.items()}
+    ref_l = color.rgb_to_gray_l(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0, 0].numpy()
+    assert np.abs(sess["rgb_to_l"].run(None, {"rgb": rgb})[0] - ref_l).max() < 1e-4
+    L = (rng.random((40, 50), dtype=np.float32) * 100)
+    L[0, :3] = [0, 100, 7.9996]
+    chroma = (rng.standard_normal((2, 40, 50)) * 40).astype(np.float32)
+    for space, fn in (("lab", color.lab_to_rgb), ("luv", color.luv_to_rgb)):
+        ref = fn(torch.from_numpy(np.concatenate([L[None], chroma]))[None])[0].permute(1, 2, 0).numpy()
+        got = sess[space].run(None, {"L": L, "chroma": chroma})[0]
+        assert got.shape == (40, 50, 3) and np.isfinite(got).all()
+        assert np.abs(got - ref).max() < 1e-5
+
+
+def test_shipped_color_graphs_are_current(tmp_path):
+    """The build step's output equals what is shipped: rerun `python -m colorcli.export` if not."""
+    fresh = export_color_graphs(tmp_path)
+    rng = np.random.default_rng(1)
+    feeds = {
+        "rgb_to_l": {"rgb": rng.random((9, 7, 3), dtype=np.float32)},
+        "lab": {"L": rng.random((9, 7), dtype=np.float32) * 100,
+                "chroma": rng.standard_normal((2, 9, 7)).astype(np.float32) * 50},
+    }
+    feeds["luv"] = feeds["lab"]
+    assert set(color_graph_modules()) == set(COLOR_GRAPHS)
+    for path in fresh:
+        name = next(k for k, f in COLOR_GRAPHS.items() if f == path.name)
+        shipped = onnx.load(str(GRAPH_DIR / path.name))
+        new = onnx.load(str(path))
+        assert [n.op_type for n in shipped.graph.node] == [n.op_type for n in new.graph.node], name
+        a = ort.InferenceSession(str(GRAPH_DIR / path.name), providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(a.run(None, feeds[name])[0], b.run(None, feeds[name])[0])
+
+
+def test_network_size_and_dirs_agree_with_the_torch_side():
+    from colorcli import weights
+
+    for h in (2, 31, 100, 480, 3000, 4000):
+        for w in (2, 45, 333, 640, 4000, 20000):
+            for size in (32, 64, 224, 256):
+                assert onnx_runtime.network_size(h, w, size) == pipeline.network_size(h, w, size)
+    assert onnx_runtime.weights_dirs() == weights.weights_dirs()
+
+
+@pytest.mark.parametrize("src,dst", [((17, 23), (68, 92)), ((17, 23), (300, 411)), ((64, 96), (37, 53)),
+                                     ((5, 5), (5, 5))])
+def test_upsample_band_matches_interpolate(src, dst):
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((2, *src)).astype(np.float32)
+    h, w = dst
+    up = np.concatenate([onnx_runtime.upsample_band(c, h, w, r0, r1) for r0, r1 in [(0, h // 3), (h // 3, h)]], axis=1)
+    ref = F.interpolate(torch.from_numpy(c)[None], size=dst, mode="bilinear", align_corners=False)[0].numpy()
+    assert np.abs(up - ref).max() < 1e-4
+
+
+def test_gray_codes_give_identical_l():
+    """The 8/16-bit gray lookup gives the per-pixel conversion's values, and refuses the rest."""
+    rng = np.random.default_rng(0)
+    for top, dtype in ((255, np.uint8), (65535, np.uint16)):
+        plane = rng.integers(0, top + 1, (30, 41)).astype(dtype).astype(np.float32) / top
+        rgb = np.broadcast_to(plane[..., None], (30, 41, 3))
+        codes, levels = onnx_runtime.gray_codes(rgb)
+        assert codes.dtype == dtype and np.array_equal(levels[codes], plane)
+        full = np.ascontiguousarray(rgb)  # not a broadcast view: the per-pixel path
+        assert onnx_runtime.gray_codes(full) is None
+        # Equal up to one float32 ulp: the per-pixel path itself rounds its vectorised and
+        # leftover elements differently, and the lookup takes the vectorised result.
+        fast, slow = pipeline.rgb_to_l(rgb), pipeline.rgb_to_l(full)
+        np.testing.assert_allclose(fast, slow, rtol=2.5e-7, atol=0)
+        assert (fast != slow).mean() < 0.01
+        ort_side = OnnxColorizer.__new__(OnnxColorizer)  # only the colour graphs are needed
+        ort_side._threads, ort_side._graphs = 1, {}
+        np.testing.assert_allclose(ort_side.rgb_to_l(rgb), ort_side.rgb_to_l(full), rtol=2.5e-7, atol=0)
+    odd = np.broadcast_to(np.full((4, 4, 1), 0.3337, np.float32), (4, 4, 3))
+    assert onnx_runtime.gray_codes(odd) is None
+    nan = np.broadcast_to(np.full((4, 4, 1), np.nan, np.float32), (4, 4, 3))
+    assert onnx_runtime.gray_codes(nan) is None
+
+
+def test_onnx_colorizer_errors(exports, tmp_path):
+    _, report = exports("test_mcl")
+    with pytest.raises(WeightsError, match="ONNX file not found"):
+        OnnxColorizer(tmp_path / "none.onnx")
+    with pytest.raises(WeightsError, match="not an ONNX file exported by `colorcli export`"):
+        OnnxColorizer(GRAPH_DIR / COLOR_GRAPHS["lab"])
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(WeightsError, match="cannot load the ONNX model"):
+        OnnxColorizer(tmp_path / "junk.onnx")
+    with pytest.raises(ColorcliError, match="exported with temperature 0.38"):
+        OnnxColorizer(report.path, temperature=0.1)
+    with pytest.raises(WeightsError, match="holds model 'test_mcl', not 'mcl'"):
+        OnnxColorizer.from_name("mcl", onnx=report.path)
+    OnnxColorizer(report.path, temperature=0.38)  # the baked value is fine
+
+
+def test_colorize_cli_without_torch(exports, tiny_weights, photo_dir, tmp_path):
+    """`colorize --backend onnx` runs where `import torch` fails, and matches the torch backend."""
+    onnx_file = tmp_path / "test_mcl.onnx"
+    res = CliRunner().invoke(app, ["export", "--model", "test_mcl", "--weights", str(tiny_weights),
+                                   "-o", str(onnx_file)])
+    assert res.exit_code == 0, res.output
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any `import torch` now raises ImportError
+        from colorcli.cli import app
+        try:
+            app(["colorize", {str(photo_dir)!r}, "-o", {str(tmp_path / "onnx")!r}, "--model", "test_mcl",
+                 "--backend", "onnx", "--onnx", {str(onnx_file)!r}, "--device", "cpu"], prog_name="colorcli")
+        finally:
+            assert "torch" not in {{k.split(".")[0] for k, v in sys.modules.items() if v is not None}}
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "done 3, skipped 0, failed 0"
+
+    res = CliRunner().invoke(app, ["colorize", str(photo_dir), "-o", str(tmp_path / "torch"), "--model", "test_mcl",
+                                   "--weights", str(tiny_weights), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    for name in ("a_color.png", "b_color.png", "c_color.png"):
+        a = np.asarray(Image.open(tmp_path / "onnx" / name), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "torch" / name), dtype=np.int16)
+        assert a.shape == b.shape
+        diff = np.abs(a - b)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, name

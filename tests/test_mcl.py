@@ -1,0 +1,247 @@
+"""The Zhang et al. machinery behind ``mcl``: soft encoding, class rebalancing, annealed mean,
+and the rebalanced cross-entropy, checked on hand-made values against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from colorcli import color
+from colorcli.models import create_model
+from colorcli.models.mcl import rebalanced_cross_entropy
+
+CENTRES = torch.from_numpy(color.gamut_bins())
+Q = CENTRES.shape[0]
+SIGMA = 5.0
+
+
+def _index(a: float, b: float) -> int:
+    """Index of the bin centred on (a, b); fails the test if that bin is not in gamut."""
+    hits = ((CENTRES[:, 0] == a) & (CENTRES[:, 1] == b)).nonzero().flatten()
+    assert len(hits) == 1, f"({a}, {b}) is not a gamut bin centre"
+    return int(hits[0])
+
+
+def _pixels(*ab: tuple[float, float]) -> torch.Tensor:
+    """Hand-made ab pixels -> ``(1, 2, 1, N)``."""
+    return torch.tensor(ab, dtype=torch.float32).T.reshape(1, 2, 1, len(ab))
+
+
+# ---------------------------------------------------------------------------------------------
+# soft encoding
+
+
+def test_pixel_on_a_centre_puts_most_weight_there():
+    enc = color.soft_encode(_pixels((10.0, 20.0)), CENTRES, neighbours=5, sigma=SIGMA)
+    assert enc.shape == (1, Q, 1, 1)
+    w = enc[0, :, 0, 0]
+    centre = _index(10, 20)
+    ring = [_index(0, 20), _index(20, 20), _index(10, 10), _index(10, 30)]
+    assert int(w.argmax()) == centre
+    assert set(w.nonzero().flatten().tolist()) == {centre, *ring}
+    # Four neighbours at distance 10: each weighs exp(-10² / (2σ²)) = e^-2 of the centre.
+    e2 = math.exp(-(10.0**2) / (2 * SIGMA**2))
+    assert w[centre].item() == pytest.approx(1 / (1 + 4 * e2), abs=1e-6)
+    for i in ring:
+        assert (w[i] / w[centre]).item() == pytest.approx(e2, rel=1e-5)
+
+
+def test_off_centre_pixel_closed_form():
+    # (13, 24): squared distances 25, 45, 65, 85, 185 to its five nearest centres.
+    enc = color.soft_encode(_pixels((13.0, 24.0)), CENTRES, neighbours=5, sigma=SIGMA)[0, :, 0, 0]
+    near = {(10, 20): 25, (10, 30): 45, (20, 20): 65, (20, 30): 85, (0, 20): 185}
+    g = {k: math.exp(-d2 / (2 * SIGMA**2)) for k, d2 in near.items()}
+    total = sum(g.values())
+    for (a, b), gk in g.items():
+        assert enc[_index(a, b)].item() == pytest.approx(gk / total, rel=1e-5)
+    assert (enc > 0).sum().item() == 5
+    assert int(enc.argmax()) == _index(10, 20)
+
+
+def test_soft_encoding_sums_to_one_and_keeps_the_layout():
+    g = torch.Generator().manual_seed(0)
+    ab = (torch.rand(2, 2, 3, 4, generator=g) - 0.5) * 120
+    enc = color.soft_encode(ab, CENTRES)
+    assert enc.shape == (2, Q, 3, 4)
+    torch.testing.assert_close(enc.sum(dim=1), torch.ones(2, 3, 4))
+    assert ((enc > 0).sum(dim=1) == 5).all()
+    # Pixel (b=1, y=2, x=3) is encoded on its own: no mixing of the spatial layout.
+    alone = color.soft_encode(ab[1:, :, 2:, 3:], CENTRES)
+    torch.testing.assert_close(enc[1, :, 2, 3], alone[0, :, 0, 0])
+    # The heaviest bin is the nearest one (the hard assignment).
+    torch.testing.assert_close(enc.argmax(dim=1), color.ab_to_bin_index(ab, CENTRES))
+
+
+def test_neighbours_setting_is_respected():
+    enc = color.soft_encode(_pixels((0.0, 0.0)), CENTRES, neighbours=1)
+    assert enc[0, _index(0, 0), 0, 0].item() == 1.0
+    assert (enc > 0).sum().item() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# prior and rebalancing weights
+
+
+def test_smooth_prior_closed_form_on_a_line():
+    centres = np.array([[0, 0], [10, 0], [20, 0]], dtype=np.float32)
+    sp = color.smooth_prior(np.array([6, 0, 0]), centres, sigma=SIGMA)
+    k = np.exp(-np.array([0.0, 100.0, 400.0]) / (2 * SIGMA**2))
+    np.testing.assert_allclose(sp, k / k.sum(), rtol=1e-9)
+    # A tiny sigma leaves the empirical distribution as it was.
+    np.testing.assert_allclose(
+        color.smooth_prior(np.array([3, 1, 0]), centres, sigma=0.1), [0.75, 0.25, 0.0], atol=1e-12
+    )
+
+
+def _hand_prior() -> np.ndarray:
+    counts = np.zeros(Q)
+    counts[_index(0, 0)] = 5000  # gray dominates real photos
+    counts[_index(10, 20)] = 800
+    counts[_index(-30, 40)] = 60
+    counts[_index(60, 50)] = 5
+    return color.smooth_prior(counts, CENTRES.numpy(), sigma=SIGMA)
+
+
+def test_prior_is_a_distribution_peaked_where_the_counts_are():
+    p = _hand_prior()
+    assert p.shape == (Q,) and p.sum() == pytest.approx(1.0) and (p >= 0).all()
+    assert int(p.argmax()) == _index(0, 0)
+
+
+# (lam = 0 is pure 1/p: infinite for the bins no photo reaches, which is why lam > 0.)
+@pytest.mark.parametrize("lam", [0.1, 0.5, 0.9])
+def test_rebalance_weights_expectation_is_one_and_rare_bins_weigh_more(lam):
+    p = _hand_prior()
+    w = color.rebalance_weights(p, lam=lam).astype(np.float64)
+    assert w.shape == (Q,) and (w > 0).all()
+    assert (p * w).sum() == pytest.approx(1.0, rel=1e-6)
+    # Sorted from common to rare, the weights never decrease; the extremes differ.
+    order = np.argsort(-p, kind="stable")
+    assert np.all(np.diff(w[order]) >= -1e-6 * w.max())
+    assert w[_index(60, 50)] > w[_index(10, 20)] > w[_index(0, 0)]
+
+
+def test_lam_one_gives_uniform_weights():
+    w = color.rebalance_weights(_hand_prior(), lam=1.0)
+    np.testing.assert_allclose(w, np.ones(Q), rtol=1e-6)
+
+
+def test_lam_half_closed_form():
+    p = np.array([0.7, 0.2, 0.1])
+    raw = 1.0 / (0.5 * p + 0.5 / 3)
+    expected = raw / (p * raw).sum()
+    np.testing.assert_allclose(color.rebalance_weights(p, lam=0.5), expected, rtol=1e-6)
+
+
+def test_model_set_prior_fills_its_buffers():
+    model = create_model("test_mcl")
+    counts = np.zeros(Q, dtype=np.int64)
+    counts[_index(0, 0)] = 100
+    counts[_index(30, -20)] = 3
+    model.set_prior(counts)
+    p = color.smooth_prior(counts, CENTRES.numpy(), sigma=model.config.sigma)
+    torch.testing.assert_close(model.prior, torch.from_numpy(p).float())
+    torch.testing.assert_close(
+        model.class_weights, torch.from_numpy(color.rebalance_weights(p, lam=model.config.lam))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# annealed mean
+
+
+def _logits(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, Q, 3, 5, generator=g, dtype=torch.float64) * 3
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-4, 1e-2])
+def test_annealed_mean_at_low_temperature_is_the_mode(temperature):
+    logits = _logits()
+    top = logits.argmax(dim=1, keepdim=True)
+    # Lift each pixel's winner 1 above the rest: at T = 0.01 every other bin then gets at most
+    # Q * exp(-1 / 0.01) of the weight, nothing at all in float64.
+    logits.scatter_add_(1, top, torch.ones_like(top, dtype=logits.dtype))
+    mode = CENTRES.double()[top[:, 0]].permute(0, 3, 1, 2)
+    ab = color.annealed_mean(logits, CENTRES, temperature=temperature)
+    assert ab.shape == (2, 2, 3, 5)
+    torch.testing.assert_close(ab, mode, atol=1e-9, rtol=0)
+
+
+def test_annealed_mean_at_one_is_the_softmax_mean():
+    logits = _logits(1)
+    q = torch.softmax(logits, dim=1)
+    expected = torch.einsum("bqhw,qc->bchw", q, CENTRES.double())
+    got = color.annealed_mean(logits, CENTRES, temperature=1.0)
+    # The softmax runs in float32 on purpose (fp16 logits under autocast): 1e-3 ab is plenty.
+    torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
+
+
+def test_annealed_mean_sharpens_as_t_falls():
+    logits = _logits(2)
+    mode = color.annealed_mean(logits, CENTRES, temperature=0.0)
+    gaps = [
+        (color.annealed_mean(logits, CENTRES, temperature=t) - mode).abs().mean().item()
+        for t in (1.0, 0.38, 0.1)
+    ]
+    assert gaps[0] > gaps[1] > gaps[2]
+
+
+def test_model_decode_uses_its_temperature():
+    model = create_model("test_mcl")
+    logits = _logits(3).float()
+    torch.testing.assert_close(
+        model.decode(logits), color.annealed_mean(logits, CENTRES, temperature=0.38)
+    )
+    torch.testing.assert_close(
+        model.decode(logits, temperature=1.0), color.annealed_mean(logits, CENTRES, temperature=1.0)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+
+
+def test_cross_entropy_is_lower_for_the_right_answer():
+    ab = _pixels((10.0, 20.0), (-30.0, 40.0), (0.0, 0.0))
+    weights = torch.ones(Q)
+    right = torch.full((1, Q, 1, 3), -5.0)
+    wrong = right.clone()
+    for x, (a, b) in enumerate([(10, 20), (-30, 40), (0, 0)]):
+        right[0, _index(a, b), 0, x] = 5.0
+    for x, (a, b) in enumerate([(-30, 40), (60, 50), (10, 20)]):
+        wrong[0, _index(a, b), 0, x] = 5.0
+    loss_right = rebalanced_cross_entropy(right, ab, CENTRES, weights)
+    loss_wrong = rebalanced_cross_entropy(wrong, ab, CENTRES, weights)
+    assert 0 < loss_right < loss_wrong
+    # The best possible logits are log of the soft target: the loss is then its entropy.
+    target = color.soft_encode(ab, CENTRES)
+    best = rebalanced_cross_entropy(torch.log(target.clamp(min=1e-30)), ab, CENTRES, weights)
+    entropy = -(target * torch.log(target.clamp(min=1e-30))).sum(dim=1).mean()
+    assert best.item() == pytest.approx(entropy.item(), rel=1e-5)
+    assert best < loss_right
+
+
+def test_cross_entropy_weights_each_pixel_by_its_nearest_bin():
+    ab = _pixels((0.0, 0.0), (60.0, 50.0))
+    logits = torch.zeros(1, Q, 1, 2)  # uniform prediction: same per-pixel loss log(Q)
+    w = torch.ones(Q)
+    base = rebalanced_cross_entropy(logits, ab, CENTRES, w)
+    assert base.item() == pytest.approx(math.log(Q), rel=1e-5)
+    w[_index(60, 50)] = 3.0
+    heavier = rebalanced_cross_entropy(logits, ab, CENTRES, w)
+    assert heavier.item() == pytest.approx(math.log(Q) * (1 + 3) / 2, rel=1e-5)
+
+
+def test_model_loss_pools_targets_to_the_output_grid():
+    torch.manual_seed(0)
+    model = create_model("test_mcl")
+    # A flat colour: pooling to stride 4 keeps it, so the loss equals the hand-built one.
+    ab = torch.tensor([10.0, 20.0]).view(1, 2, 1, 1).expand(1, 2, 32, 32)
+    logits = torch.randn(1, Q, 8, 8)
+    got = model.loss(logits, {"L": torch.full((1, 1, 32, 32), 50.0), "ab": ab})
+    want = rebalanced_cross_entropy(logits, ab[:, :, :8, :8], CENTRES, model.class_weights)
+    torch.testing.assert_close(got, want)

@@ -1,0 +1,233 @@
+"""Shipped weights: save -> load round trip, metadata, rebuilding from the file, bad files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from colorcli import weights as W
+from colorcli.errors import WeightsError
+from colorcli.models import create_model
+from colorcli.pipeline import Colorizer
+from colorcli.weights import default_weights_path, load_weights, read_metadata, save_weights
+
+L_IN = torch.linspace(0, 100, 64 * 96).reshape(1, 1, 64, 96)
+
+
+def _perturbed(name: str, **kwargs) -> torch.nn.Module:
+    """A tiny model whose BN statistics are not the defaults, so buffers must survive too."""
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.8, 1.2)
+    return model
+
+
+def _rounded(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its float tensors rounded through fp16, as the file stores them."""
+    ref = copy.deepcopy(model)
+    ref.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    )
+    return ref
+
+
+@pytest.fixture(scope="module")
+def mcl_file(tmp_path_factory) -> Path:
+    model = _perturbed("test_mcl")
+    path = tmp_path_factory.mktemp("w") / "test_mcl.safetensors"
+    save_weights(model, path, training={"steps": 7, "data": ["x"]}, metrics={"psnr": 21.5})
+    return path
+
+
+@pytest.mark.parametrize("name", ["test_mcl", "test_l2"])
+def test_round_trip_gives_the_same_outputs(name, tmp_path):
+    model = _perturbed(name)
+    path = save_weights(model, tmp_path / "m.safetensors")
+    loaded = load_weights(path)
+    assert loaded.arch == name and loaded.config == model.config and not loaded.training
+    assert all(v.dtype == torch.float32 for v in loaded.state_dict().values() if v.is_floating_point())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(L_IN), _rounded(model)(L_IN), atol=1e-5, rtol=1e-5)
+        # Against the unrounded model the fp16 storage costs well under 1 ab unit.
+        torch.testing.assert_close(
+            loaded.decode(loaded(L_IN)), model.decode(model(L_IN)), atol=0.5, rtol=0
+        )
+    # half=False keeps float32 exactly.
+    exact = load_weights(save_weights(model, tmp_path / "f32.safetensors", half=False))
+    for k, v in model.state_dict().items():
+        assert torch.equal(exact.state_dict()[k], v), k
+
+
+def test_file_is_fp16_and_about_half_the_size(tmp_path):
+    model = _perturbed("test_mcl")
+    half = save_weights(model, tmp_path / "h.safetensors")
+    full = save_weights(model, tmp_path / "f.safetensors", half=False)
+    with safe_open(str(half), framework="pt") as fh:
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys()}
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+
+
+def test_metadata_fields(mcl_file):
+    meta = read_metadata(mcl_file)
+    for key in ("format", "format_version", "arch", "config", "normalisation", "training",
+                "metrics", "colorcli_version"):
+        assert key in meta, key
+    assert meta["format"] == W.FORMAT and meta["format_version"] == str(W.FORMAT_VERSION)
+    assert meta["arch"] == "test_mcl"
+    assert meta["config"] == create_model("test_mcl").config_dict()
+    assert meta["training"] == {"steps": 7, "data": ["x"]}
+    assert meta["metrics"] == {"psnr": 21.5}
+    assert meta["normalisation"]["chroma_space"] == "lab"
+    assert meta["normalisation"]["ab_norm"] == 110.0
+    loaded = load_weights(mcl_file)
+    assert loaded.weights_meta["training"]["steps"] == 7
+    assert loaded.weights_path == mcl_file
+
+
+def test_load_rebuilds_from_the_stored_architecture(tmp_path):
+    # A non-default config: only the file knows it, so loading must not use the defaults.
+    model = _perturbed("test_mcl", decoder_width=24, temperature=0.2)
+    path = save_weights(model, tmp_path / "odd.safetensors")
+    loaded = load_weights(path)
+    assert loaded.config.decoder_width == 24 and loaded.config.temperature == 0.2
+    assert loaded.config == model.config
+    # The pipeline's loader does the same, whatever the name it was given, once names match.
+    col = Colorizer.from_name("test_mcl", weights=path, device="cpu")
+    assert col.model.config == model.config
+    with pytest.raises(WeightsError, match=r"odd\.safetensors.*'test_mcl', not 'test_l2'"):
+        Colorizer.from_name("test_l2", weights=path, device="cpu")
+
+
+def test_expect_arch_mismatch(mcl_file):
+    with pytest.raises(WeightsError) as exc:
+        load_weights(mcl_file, expect_arch="test_l2")
+    assert str(mcl_file) in str(exc.value) and "test_l2" in str(exc.value)
+    assert load_weights(mcl_file, expect_arch="test_mcl").arch == "test_mcl"
+
+
+def _raises_naming(path: Path, match: str) -> None:
+    with pytest.raises(WeightsError, match=match) as exc:
+        load_weights(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: "), msg
+    assert "\n" not in msg
+
+
+def test_missing_file(tmp_path):
+    _raises_naming(tmp_path / "nope.safetensors", "not found")
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "random.safetensors"
+    path.write_bytes(os.urandom(4096))
+    _raises_naming(path, "not a valid safetensors file")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    _raises_naming(path, "not a valid safetensors file")
+
+
+def test_truncated_file(mcl_file, tmp_path):
+    data = mcl_file.read_bytes()
+    for keep in (4, 100, len(data) // 2, len(data) - 1):
+        path = tmp_path / f"cut{keep}.safetensors"
+        path.write_bytes(data[:keep])
+        _raises_naming(path, "safetensors|cannot read tensors")
+
+
+def test_corrupted_header(mcl_file, tmp_path):
+    data = bytearray(mcl_file.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    # Damaged JSON header: not JSON at all; a byte changed in the middle (which may land in
+    # a tensor name and so show up as a mismatch instead); a huge declared header length.
+    data[8] = ord("x")
+    path = tmp_path / "json.safetensors"
+    path.write_bytes(bytes(data))
+    _raises_naming(path, "not a valid safetensors file")
+    data = bytearray(mcl_file.read_bytes())
+    data[8 + header_len // 2] = ord("{")
+    path = tmp_path / "brace.safetensors"
+    path.write_bytes(bytes(data))
+    _raises_naming(path, "not a valid safetensors file|tensors do not match")
+    data = bytearray(mcl_file.read_bytes())
+    data[:8] = (10**12).to_bytes(8, "little")
+    path = tmp_path / "len.safetensors"
+    path.write_bytes(bytes(data))
+    _raises_naming(path, "not a valid safetensors file")
+
+
+def _rewrite(src: Path, dst: Path, *, meta: dict | None = None, tensors: dict | None = None) -> Path:
+    """Copy ``src`` with metadata fields and/or tensors replaced."""
+    with safe_open(str(src), framework="pt") as fh:
+        old_meta = fh.metadata()
+        old_tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    save_file(tensors if tensors is not None else old_tensors, str(dst), metadata={**old_meta, **(meta or {})})
+    return dst
+
+
+def test_wrong_format_version(mcl_file, tmp_path):
+    path = _rewrite(mcl_file, tmp_path / "v99.safetensors", meta={"format_version": "99"})
+    _raises_naming(path, "format version 99 is not supported")
+
+
+def test_not_a_colorcli_file(mcl_file, tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(3)}, str(path))
+    _raises_naming(path, "not a colorcli weights file")
+
+
+def test_tensors_of_another_architecture(mcl_file, tmp_path):
+    l2 = {k: v.contiguous() for k, v in create_model("test_l2").state_dict().items()}
+    path = _rewrite(mcl_file, tmp_path / "swapped.safetensors", tensors=l2)
+    _raises_naming(path, "tensors do not match model 'test_mcl'")
+    # A missing tensor is refused too (strict loading), not silently left at its init value.
+    mcl = load_weights(mcl_file).state_dict()
+    mcl.pop("head.bias")
+    path = _rewrite(mcl_file, tmp_path / "short.safetensors",
+                    tensors={k: v.contiguous() for k, v in mcl.items()})
+    _raises_naming(path, "tensors do not match")
+
+
+def test_unknown_arch_and_bad_config(mcl_file, tmp_path):
+    path = _rewrite(mcl_file, tmp_path / "arch.safetensors", meta={"arch": "no_such_model"})
+    _raises_naming(path, "unknown architecture 'no_such_model'")
+    cfg = json.dumps({**read_metadata(mcl_file)["config"], "bogus_field": 1})
+    path = _rewrite(mcl_file, tmp_path / "cfg.safetensors", meta={"config": cfg})
+    _raises_naming(path, "config does not match")
+    path = _rewrite(mcl_file, tmp_path / "json.safetensors", meta={"metrics": "{not json"})
+    _raises_naming(path, "'metrics' is not valid JSON")
+
+
+def test_failed_save_keeps_the_old_file(mcl_file, tmp_path, monkeypatch):
+    path = tmp_path / "keep.safetensors"
+    path.write_bytes(mcl_file.read_bytes())
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(W, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(create_model("test_l2"), path)
+    assert path.read_bytes() == mcl_file.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
+
+
+def test_default_weights_path_honours_the_environment(mcl_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLORCLI_WEIGHTS", str(mcl_file.parent))
+    assert default_weights_path("test_mcl") == mcl_file
+    monkeypatch.setenv("COLORCLI_WEIGHTS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert default_weights_path("test_mcl") is None
