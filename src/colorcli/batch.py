@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from colorcli.errors import ColorcliError, ImageWriteError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
-from colorcli.pipeline import Colorizer
+
+if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
+    from colorcli.onnx_runtime import OnnxColorizer
+    from colorcli.pipeline import Colorizer
 
 FORMATS = ("png", "jpg", "same")
 BIT_DEPTHS = ("8", "16", "auto")
@@ -249,8 +252,14 @@ def _write(job: Job, photo: Photo, rgb, *, bit_depth: str, quality: int, overwri
     return photo.notes + notes
 
 
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    # Looked up, never imported: a colorizer can only raise torch's error if torch is loaded.
+    torch = sys.modules.get("torch")
+    return (MemoryError,) if torch is None else (MemoryError, torch.cuda.OutOfMemoryError)
+
+
 def run_jobs(
-    colorizer: Colorizer,
+    colorizer: Colorizer | OnnxColorizer,
     jobs: list[Job],
     *,
     overwrite: bool = False,
@@ -327,7 +336,7 @@ def run_jobs(
             except ColorcliError as exc:
                 current = None
                 fail(job, str(exc))
-            except (MemoryError, torch.cuda.OutOfMemoryError):
+            except _out_of_memory_errors():
                 current = None
                 fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
             else:

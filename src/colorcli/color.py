@@ -175,7 +175,7 @@ def gray_lab_to_rgb(L: torch.Tensor) -> torch.Tensor:
 
 
 def gamut_bins(*, grid: float = AB_GRID, samples: int = 48) -> np.ndarray:
-    """Centres ``(Q, 2)`` of the ab bins that the sRGB gamut reaches (Q = 313 for grid 10).
+    """Centres ``(Q, 2)`` of the ab bins that the sRGB gamut reaches (261 for grid 10 at the default sampling; Zhang et al. report 313 with a looser hull).
 
     The RGB cube is sampled on a ``samples``^3 lattice (with its faces), converted to Lab, and
     every bin hit by at least one colour is kept.

@@ -4,17 +4,31 @@ The library reports progress through :class:`TrainCallbacks`; the CLI turns it i
 progress bar. Schedules run on *progress* p in [0, 1] (steps done / total steps), where total
 steps come from ``epochs`` or are re-estimated from measured speed under ``minutes``, so the
 same run works on a 2-core CPU and on a GPU, and resumes across sessions.
+
+Three ways to go on from earlier work:
+
+* ``resume``: a checkpoint (``OUT.ckpt``) holds model, optimizer, RNG state and data order;
+  the resumed run continues exactly where the checkpoint was written, step for step.
+* ``init``: a shipped ``.safetensors`` weights file (what gets committed; checkpoints are not).
+  The model is rebuilt from the file's metadata, its tensors loaded strictly, and training
+  starts again at step 0 with a fresh optimizer and schedule.
+* Ctrl-C saves a checkpoint at the last completed step and returns normally.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import platform
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +40,7 @@ from colorcli.data import CachedImages, augment_batch, iterate_batches, load_fol
 from colorcli.errors import TrainingError
 from colorcli.models import ColorModel, count_parameters, create_model
 from colorcli.pipeline import Colorizer
-from colorcli.weights import save_weights
+from colorcli.weights import load_weights, save_weights
 
 
 @dataclasses.dataclass
@@ -36,6 +50,7 @@ class TrainConfig:
     out: str
     val: str | None = None
     resume: str | None = None
+    init: str | None = None  # shipped weights file to start from (see module docstring)
     minutes: float | None = None
     epochs: float | None = None
     batch_size: int = 32
@@ -54,6 +69,13 @@ class TrainConfig:
     max_steps: int | None = None  # hard cap (tests, smoke runs)
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     command: str = ""
+
+
+# A resumed run keeps the checkpoint's settings, except these, which belong to the session
+# (where files go, which device, the command typed) rather than to the run ...
+_SESSION_FIELDS = ("out", "device", "cache_dir", "resume", "command")
+# ... and the budget: naming any of these on resume replaces the whole budget.
+_BUDGET_FIELDS = ("minutes", "epochs", "max_steps")
 
 
 @dataclasses.dataclass
@@ -92,12 +114,43 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so that a training step is done whole or not at all.
+
+    A step moves the data order and RNG, BatchNorm statistics (in the forward pass) and every
+    weight (in ``optimizer.step()``); a checkpoint written in the middle of one would match no
+    step. The first SIGINT inside the block is raised as ``KeyboardInterrupt`` when the block
+    ends; a second one is raised at once, for a user who will not wait. Signal handlers can only
+    be set from the main thread; elsewhere, or where SIGINT is ignored (a background job) or
+    handled outside Python, this does nothing.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if caught:
+            previous(signum, frame)  # the second Ctrl-C: the usual handler raises now
+        caught.append((signum, frame))
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        previous(*caught[0])  # the usual handler: raises KeyboardInterrupt
+
+
 def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> Path:
     """A prepared cache for ``cfg.data``: an ``.npz`` given directly, or made once from folders."""
+    if not cfg.data:
+        raise TrainingError("no training data: give --data FOLDER (or a prepared .npz cache)")
     if len(cfg.data) == 1 and cfg.data[0].endswith(".npz"):
         return Path(cfg.data[0])
-    import hashlib
-
     key = "|".join(str(Path(d).resolve()) for d in cfg.data) + f"|{cfg.size}"
     cache = Path(cfg.cache_dir) / f"train-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
     if not cache.exists():
@@ -128,118 +181,197 @@ def _lr_at(p: float, cfg: TrainConfig) -> float:
 
 
 def _frozen(model: ColorModel, p: float, cfg: TrainConfig) -> bool:
-    return bool(model.config.pretrained) and p < cfg.freeze_frac and hasattr(model, "encoder")
+    # Freezing protects ImageNet features from a random decoder's first gradients; a run that
+    # starts from trained colorcli weights (--init) has no random decoder to protect against.
+    return (
+        bool(model.config.pretrained) and not cfg.init and p < cfg.freeze_frac
+        and hasattr(model, "encoder")
+    )
+
+
+def _with_pretrained_flag(model: ColorModel, pretrained: bool) -> ColorModel:
+    """Record whether the encoder started from ImageNet weights on a model built without loading
+    them (resume, init: its tensors come from the file). The flag sets the encoder's learning-rate
+    multiplier and the freeze phase, and travels into the metadata of the weights written."""
+    if hasattr(model.config, "pretrained") and model.config.pretrained != pretrained:
+        model.config = dataclasses.replace(model.config, pretrained=pretrained)
+    return model
+
+
+def _merge_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
+    """The checkpoint's settings, with this session's fields and (if given) budget."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {k: v for k, v in saved.items() if k in known}  # checkpoints of older versions
+    if any(getattr(cfg, k) is not None for k in _BUDGET_FIELDS):
+        merged.update({k: getattr(cfg, k) for k in _BUDGET_FIELDS})
+    merged.update({k: getattr(cfg, k) for k in _SESSION_FIELDS})
+    merged["command"] = saved.get("command", "")  # the original; later ones go in "sessions"
+    return TrainConfig(**merged)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
 
 
 def validate(
     model: ColorModel, val: list[tuple[str, np.ndarray]], device: torch.device
 ) -> dict[str, float]:
     """Validation loss and metrics (ΔCF, PSNR, AuC) through the real inference pipeline."""
+    was_training = model.training
     model.eval()
     col = Colorizer(model, device=device, size=None)
     rows, losses = [], []
-    with torch.inference_mode():
-        for _, rgb8 in val:
-            rgb = rgb8.astype(np.float32) / 255
-            h, w = rgb.shape[:2]
-            t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-            # Loss at the training geometry: the photo resized to multiples of 32.
-            hh, ww = max(32, h // 32 * 32), max(32, w // 32 * 32)
-            ts = torch.nn.functional.interpolate(t, size=(hh, ww), mode="bilinear", antialias=True)
-            lab = color.rgb_to_lab(ts).to(device)
-            raw = model(lab[:, :1])
-            losses.append(float(model.loss(raw, {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": ts.to(device)})))
-            pred = col.colorize_rgb(rgb)
-            m = metrics.image_metrics(pred, rgb)
-            rows.append({k: m[k] for k in ("psnr", "delta_cf", "cf_pred", "cf_gt", "auc", "ab_l2")})
+    try:
+        with torch.inference_mode():
+            for _, rgb8 in val:
+                rgb = rgb8.astype(np.float32) / 255
+                h, w = rgb.shape[:2]
+                t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+                # Loss at the training geometry: the photo resized to multiples of 32.
+                hh, ww = max(32, h // 32 * 32), max(32, w // 32 * 32)
+                ts = torch.nn.functional.interpolate(t, size=(hh, ww), mode="bilinear", antialias=True)
+                lab = color.rgb_to_lab(ts).to(device)
+                raw = model(lab[:, :1])
+                batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": ts.to(device)}
+                losses.append(float(model.loss(raw, batch)))
+                pred = col.colorize_rgb(rgb)
+                m = metrics.image_metrics(pred, rgb)
+                rows.append({k: m[k] for k in ("psnr", "delta_cf", "cf_pred", "cf_gt", "auc", "ab_l2")})
+    finally:
+        model.train(was_training)
     out = metrics.summarise(rows)
     out["cf_gap"] = abs(out["cf_pred"] - out["cf_gt"])
     out["loss"] = float(np.mean(losses))
-    model.train()
     return out
 
 
 def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
     """Train ``cfg.model``; write best weights to ``cfg.out`` and a checkpoint beside it."""
     cb = callbacks or TrainCallbacks()
-    if cfg.minutes is None and cfg.epochs is None and cfg.max_steps is None:
-        raise TrainingError("give --minutes or --epochs")
+    if cfg.resume and cfg.init:
+        raise TrainingError("give --resume (a checkpoint) or --init (a weights file), not both")
     from colorcli.pipeline import resolve_device
+
+    session_command = cfg.command
+
+    state: dict[str, Any] | None = None
+    if cfg.resume:
+        try:
+            state = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways; all mean this
+            raise TrainingError(f"{cfg.resume}: cannot read checkpoint ({exc})") from None
+        if not isinstance(state, dict) or "config" not in state or "model" not in state:
+            raise TrainingError(f"{cfg.resume}: not a colorcli training checkpoint")
+        if state.get("arch") != cfg.model:
+            raise TrainingError(
+                f"{cfg.resume}: checkpoint is for model {state.get('arch')!r}, not {cfg.model!r}"
+            )
+        cfg = _merge_resume_config(cfg, state["config"])
+    if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
+        raise TrainingError("give --minutes, --epochs or --max-steps")
 
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     ckpt_file = checkpoint_path(out)
     torch.manual_seed(cfg.seed)
 
-    state: dict[str, Any] | None = None
-    if cfg.resume:
-        try:
-            state = torch.load(cfg.resume, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise TrainingError(f"{cfg.resume}: cannot read checkpoint ({exc})") from None
-        if not isinstance(state, dict) or state.get("arch") != cfg.model:
-            found = state.get("arch") if isinstance(state, dict) else "?"
-            raise TrainingError(f"{cfg.resume}: checkpoint is for model {found!r}, not {cfg.model!r}")
-        # The checkpoint's settings win, except the time budget which may be extended.
-        saved = state["config"]
-        for key in ("minutes", "epochs", "max_steps"):
-            if getattr(cfg, key) is not None:
-                saved[key] = getattr(cfg, key)
-        cfg = TrainConfig(**{**saved, "resume": cfg.resume})
-
     cache_path = resolve_data(cfg, cb)
     data = CachedImages(cache_path)
     if len(data) < cfg.batch_size:
         raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {cfg.batch_size}")
+    steps_per_epoch = len(data) // cfg.batch_size
+    if state is not None and state.get("order") is not None:
+        # The saved data order indexes the cache it was drawn for.
+        order_len = len(state["order"])
+        if order_len != steps_per_epoch * cfg.batch_size or int(state["order"].max()) >= len(data):
+            raise TrainingError(
+                f"{cfg.resume}: was made with a different training cache than {cache_path} "
+                f"({len(data)} photos now)"
+            )
     val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val else []
 
-    model_args = dict(cfg.model_args)
+    init_info: dict[str, Any] = {}
     if state is not None:
-        model_args["pretrained"] = False  # weights come from the checkpoint
-    model = create_model(cfg.model, **model_args)
-    if state is None and hasattr(model, "set_prior"):
-        model.set_prior(data.bin_counts)
+        model = create_model(cfg.model, **{**cfg.model_args, "pretrained": False})
+        saved_cfg = state.get("model_config")
+        if saved_cfg is not None:
+            pretrained = bool(saved_cfg.get("pretrained"))
+        else:
+            # Checkpoints before "model_config": a pretrained encoder had its own lr multiplier.
+            groups = state["optimizer"]["param_groups"]
+            pretrained = any(g.get("lr_mult", 1.0) != 1.0 for g in groups)
+        _with_pretrained_flag(model, pretrained)
+    elif cfg.init:
+        init_path = Path(cfg.init)
+        model = load_weights(init_path, expect_arch=cfg.model)  # strict; WeightsError names it
+        meta = model.weights_meta
+        _with_pretrained_flag(model, bool(meta["config"].get("pretrained")))
+        # The architecture is the file's: a resume of this run must rebuild the same one.
+        model_args = {k: v for k, v in meta["config"].items() if k != "pretrained"}
+        cfg = dataclasses.replace(cfg, model_args=model_args)
+        prev = meta.get("training", {})
+        init_info = {
+            "file": str(init_path),
+            "sha256": _file_digest(init_path),
+            **{k: prev[k] for k in ("steps", "epochs", "minutes", "command", "init") if k in prev},
+        }
+        cb.on_message(f"starting from {init_path} ({prev.get('steps', '?')} steps trained before)")
+    else:
+        model = create_model(cfg.model, **cfg.model_args)
+        if hasattr(model, "set_prior"):
+            model.set_prior(data.bin_counts)
+    model.train()
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
-    steps_per_epoch = len(data) // cfg.batch_size
     gen = torch.Generator().manual_seed(cfg.seed)
     step, seconds, best = 0, 0.0, {}
     order, pos = None, 0
     history: list[dict[str, float]] = []
+    sessions: list[str] = []
     if state is not None:
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step, seconds, best = state["step"], state["seconds"], state["best"]
         history = state.get("history", [])
+        sessions = state.get("sessions", [])
+        init_info = state.get("init_info", {})
         gen.set_state(state["generator"])
         order, pos = state["order"], state["pos"]
         torch.set_rng_state(state["torch_rng"])
         cb.on_message(f"resumed from {cfg.resume} at step {step} ({seconds / 60:.1f} min trained)")
+    elif ckpt_file.exists():
+        cb.on_message(f"{ckpt_file} exists and will be replaced (use --resume to continue it)")
+    if session_command or state is not None:
+        sessions.append(session_command if state is None else f"resume: {session_command}".strip())
 
     def total_steps_estimate() -> int:
         cands = []
         if cfg.epochs is not None:
-            cands.append(int(cfg.epochs * steps_per_epoch))
-        if cfg.minutes is not None:
-            rate = step / seconds if seconds > 30 and step > 20 else None
-            if rate is None:
-                cands.append(max(step + 1, int(cfg.epochs * steps_per_epoch)) if cfg.epochs else 10**9)
-            else:
-                cands.append(max(step + 1, int(rate * cfg.minutes * 60)))
+            cands.append(max(1, int(cfg.epochs * steps_per_epoch)))
+        if cfg.minutes is not None and step > 20 and seconds > 30:
+            # Measured over everything the loop does (validation and checkpoints included),
+            # so the run ends near the wall-clock budget.
+            cands.append(max(step + 1, int(step / seconds * cfg.minutes * 60)))
         if cfg.max_steps is not None:
             cands.append(cfg.max_steps)
-        return max(1, min(cands))
+        # Minutes only and no speed measured yet: a placeholder, refined every 20 steps.
+        return max(1, min(cands)) if cands else 10**9
 
     def save_checkpoint() -> None:
         _atomic_torch_save(
             {
                 "arch": cfg.model,
                 "model": model.state_dict(),
+                "model_config": model.config_dict(),
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
                 "step": step,
@@ -251,13 +383,15 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
                 "order": order,
                 "pos": pos,
                 "config": dataclasses.asdict(cfg),
+                "init_info": init_info,
+                "sessions": sessions,
                 "colorcli_version": __version__,
             },
             ckpt_file,
         )
 
     def training_meta() -> dict[str, Any]:
-        return {
+        meta = {
             "data": cfg.data,
             "cache": str(cache_path),
             "photos": len(data),
@@ -266,20 +400,28 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             "epochs": round(step / steps_per_epoch, 2),
             "batch_size": cfg.batch_size,
             "size": cfg.size,
+            "lr": cfg.lr,
+            "seed": cfg.seed,
             "minutes": round(seconds / 60, 1),
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+            "device": (
+                torch.cuda.get_device_name() if device.type == "cuda"
+                else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+            ),
             "torch": torch.__version__,
             "python": sys.version.split()[0],
         }
+        if len(sessions) > 1:
+            meta["sessions"] = sessions
+        if init_info:
+            meta["init"] = init_info
+        return meta
 
     def run_validation() -> None:
         nonlocal best
-        if not val:
-            res = {"loss": float("nan")}
-        else:
-            res = validate(model, val, device)
+        res = validate(model, val, device) if val else {"loss": float("nan")}
         res = {**res, "step": step, "epoch": round(step / steps_per_epoch, 2)}
         history.append(res)
+        # Best on validation loss; without a validation set the latest weights are the best.
         improved = not val or not best or res["loss"] <= best.get("loss", float("inf"))
         if improved:
             best = res
@@ -288,69 +430,108 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
 
     total = total_steps_estimate()
     cb.on_start(total, {"photos": len(data), "steps_per_epoch": steps_per_epoch,
-                        "params": count_parameters(model), "device": str(device)})
-    model.train()
-    last_ckpt = last_val = time.monotonic()
-    interrupted = False
-    t_last = time.monotonic()
+                        "params": count_parameters(model), "device": str(device), "step": step})
+    # seconds counts wall time inside this loop (steps, validation, checkpoints): the budget.
+    clock = time.monotonic()
+    last_ckpt = last_val = clock
+    p_floor = 0.0
+    snapshot: tuple[Any, ...] | None = None
+
+    def tick() -> float:
+        nonlocal seconds, clock
+        now = time.monotonic()
+        seconds += now - clock
+        clock = now
+        return now
+
+    def train_step() -> tuple[float, bool]:
+        """One optimizer step on the next batch -> (loss, encoder frozen). Does not count it."""
+        nonlocal order, pos, p_floor
+        if order is None or pos >= steps_per_epoch:
+            order = torch.cat(list(iterate_batches(len(data), cfg.batch_size, generator=gen)))
+            pos = 0
+        idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size].numpy()
+        pos += 1
+        # Progress never goes back within a session: a larger re-estimate of the total
+        # would otherwise raise the learning rate again or re-freeze the encoder.
+        p = p_floor = max(p_floor, step / total)
+        frozen = _frozen(model, p, cfg)
+        lr = _lr_at(p, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+        rgb = augment_batch(data.images[np.sort(idx)], size=cfg.size, generator=gen).to(device)
+        if device.type == "cuda":
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        lab = color.rgb_to_lab(rgb)
+        batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
+        if hasattr(model, "encoder"):
+            model.encoder.requires_grad_(not frozen)
+            if frozen:
+                model.encoder.eval()  # BN statistics of the pretrained encoder stay put
+            else:
+                model.encoder.train()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            raw = model(batch["L"])
+            loss = model.loss(raw, batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(_nan_message(f"loss became {loss.item()}", step + 1, ckpt_file))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        # With fp16 the scaler skips steps with inf gradients by design; in fp32 (no
+        # scaler) a non-finite gradient would write NaN into every weight.
+        if not scaler.is_enabled() and not torch.isfinite(grad_norm):
+            raise TrainingError(_nan_message("gradients became non-finite", step + 1, ckpt_file))
+        scaler.step(opt)
+        scaler.update()
+        return loss.item(), frozen
+
     try:
         while step < total:
-            if order is None or pos >= steps_per_epoch:
-                order = torch.cat(list(iterate_batches(len(data), cfg.batch_size, generator=gen)))
-                pos = 0
-            idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size].numpy()
-            pos += 1
-            p = step / total
-            frozen = _frozen(model, p, cfg)
-            lr = _lr_at(p, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_mult"]
-            rgb = augment_batch(data.images[np.sort(idx)], size=cfg.size, generator=gen).to(device)
-            if device.type == "cuda":
-                rgb = rgb.contiguous(memory_format=torch.channels_last)
-            lab = color.rgb_to_lab(rgb)
-            batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
-            if hasattr(model, "encoder"):
-                model.encoder.requires_grad_(not frozen)
-                if frozen:
-                    model.encoder.eval()  # BN statistics of the pretrained encoder stay put
-                else:
-                    model.encoder.train()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                raw = model(batch["L"])
-                loss = model.loss(raw, batch)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step}; stopped without writing weights "
-                    f"(last good checkpoint: {ckpt_file if ckpt_file.exists() else 'none'}). "
-                    "Try a lower --lr."
-                )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            now = time.monotonic()
-            seconds += now - t_last
-            t_last = now
-            cb.on_step(step, total, loss.item(), "frozen encoder" if frozen else "full")
+            if cfg.minutes is not None and seconds >= cfg.minutes * 60:
+                break
+            # What a step draws, to put back if a second Ctrl-C breaks into it (the first one
+            # waits for the step to finish, see _sigint_deferred).
+            snapshot = (gen.get_state(), torch.get_rng_state(), order, pos)
+            with _sigint_deferred():
+                loss, frozen = train_step()
+                step += 1
+                snapshot = None
+            now = tick()
+            cb.on_step(step, total, loss, "frozen encoder" if frozen else "full")
             if step % 20 == 0:
                 total = total_steps_estimate()
-            end_of_epoch = pos >= steps_per_epoch
-            if (end_of_epoch or now - last_val > cfg.val_every_minutes * 60) and step < total:
+            if step < total and now - last_val >= cfg.val_every_minutes * 60:
                 run_validation()
-                last_val = t_last = time.monotonic()
-            if now - last_ckpt > cfg.ckpt_every_minutes * 60:
+                last_val = tick()
+            if now - last_ckpt >= cfg.ckpt_every_minutes * 60:
                 save_checkpoint()
-                last_ckpt = time.monotonic()
+                last_ckpt = tick()
     except KeyboardInterrupt:
-        interrupted = True
+        if snapshot is not None:
+            # A second Ctrl-C broke into a step before it was counted: undo what can be undone
+            # (data order, RNG) so resume repeats it. This checkpoint is close to, not exactly,
+            # a step boundary (BatchNorm statistics of the forward pass, perhaps the update);
+            # the first Ctrl-C, which waits for the step to end, gives an exact one.
+            gen.set_state(snapshot[0])
+            torch.set_rng_state(snapshot[1])
+            order, pos = snapshot[2], snapshot[3]
+        tick()
         save_checkpoint()
         cb.on_message(f"interrupted at step {step}: checkpoint saved to {ckpt_file}")
         return TrainResult(step, step / steps_per_epoch, seconds, best,
-                           out if out.exists() else None, ckpt_file, interrupted=True)
-    run_validation()
+                           out if best and out.exists() else None, ckpt_file, interrupted=True)
+    if not history or history[-1]["step"] != step:  # a resumed, finished run: nothing new
+        run_validation()
+    tick()
     save_checkpoint()
-    return TrainResult(step, step / steps_per_epoch, seconds, best, out, ckpt_file, interrupted)
+    return TrainResult(step, step / steps_per_epoch, seconds, best, out, ckpt_file)
+
+
+def _nan_message(what: str, step: int, ckpt_file: Path) -> str:
+    last = ckpt_file if ckpt_file.exists() else "none"
+    return (
+        f"{what} at step {step}; stopped without writing weights "
+        f"(last good checkpoint: {last}). Try a lower --lr."
+    )

@@ -32,19 +32,30 @@ def colorize(
     bit_depth: Annotated[Literal["8", "16", "auto"], typer.Option("--bit-depth", help="Bits per channel of PNG/TIFF outputs; auto: 16 for 16-bit inputs.")] = "auto",
     quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")] = 95,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
+    backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
     from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
-    from colorcli.pipeline import Colorizer
 
     if bit_depth == "16" and fmt == "jpg":
         print_line("error", "bold red", "--bit-depth 16 needs PNG or TIFF outputs; JPEG is 8-bit only")
+        raise typer.Exit(2)
+    if (backend == "onnx" and weights is not None) or (backend == "torch" and onnx is not None):
+        print_line("error", "bold red", "--weights goes with --backend torch, --onnx with --backend onnx")
         raise typer.Exit(2)
     with user_errors():
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
-        colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature)
+        if backend == "onnx":
+            from colorcli.onnx_runtime import OnnxColorizer
+
+            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature)
+        else:
+            from colorcli.pipeline import Colorizer  # imports torch
+
+            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature)
         if out_dir is not None:
             prepare_out_dir(out_dir)
     for _, msg in plan.failed:

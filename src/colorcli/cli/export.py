@@ -19,7 +19,7 @@ def export(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
     weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Store and run the network in half precision (input, decoding and output stay float32).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store the weights in half precision: half the file, lossless for colorcli weights (kept in fp16); computation stays float32.")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
 ) -> None:
     """Export a model to ONNX with dynamic batch, height and width (multiples of 32)."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, user_errors
+from colorcli.cli.common import err, out, safe_text, user_errors
 
 
 class _RichCallbacks:
@@ -23,7 +23,9 @@ class _RichCallbacks:
             f"training on {info['device']}: {info['photos']} photos, "
             f"{info['steps_per_epoch']} steps/epoch, {info['params'] / 1e6:.2f}M parameters"
         )
-        self.task = self.progress.add_task("train", total=total_steps, loss="")
+        if info.get("step"):
+            err.print(f"continuing at step {info['step']}")
+        self.task = self.progress.add_task("train", total=total_steps, completed=info.get("step", 0), loss="")
 
     def on_step(self, step: int, total_steps: int, loss: float, phase: str) -> None:
         self.progress.update(self.task, completed=step, total=total_steps, loss=f"loss {loss:.4f} ({phase})")
@@ -31,18 +33,22 @@ class _RichCallbacks:
     def on_validate(self, step: int, result: dict[str, float], best: bool) -> None:
         keys = ("loss", "psnr", "delta_cf", "cf_gap", "auc")
         text = "  ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
-        err.print(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}")
+        # markup=False: rich would swallow "[best]" as a style tag.
+        err.print(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}",
+                  markup=False, highlight=False)
 
     def on_message(self, text: str) -> None:
-        err.print(text)
+        # Messages carry file names: never read them as rich markup ("[1].jpg").
+        err.print(safe_text(text), markup=False, highlight=False)
 
 
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to train (see `colorcli models`).")],
-    data: Annotated[list[str], typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable.")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (best on validation).")],
+    data: Annotated[list[str] | None, typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable; not needed with --resume.")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Folder of colour photos for validation.")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue from (OUT.ckpt).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue exactly (OUT.ckpt). Its settings are kept; --out, --device, --cache-dir and a new budget (--minutes/--epochs/--max-steps) are taken from this command.")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from a .safetensors weights file (model rebuilt from its metadata, fresh optimizer and schedule).")] = None,
     minutes: Annotated[float | None, typer.Option("--minutes", help="Training time budget in minutes.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Number of epochs (may be fractional).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,
@@ -51,6 +57,7 @@ def train(
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
     freeze_frac: Annotated[float, typer.Option("--freeze-frac", help="Fraction of training with the pretrained encoder frozen.")] = 0.3,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Use only the first N validation photos.")] = None,
+    val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
@@ -60,10 +67,11 @@ def train(
     from colorcli.train import train as run_train
 
     cfg = TrainConfig(
-        model=model, data=[str(d) for d in data], out=str(out_path), val=str(val) if val else None,
-        resume=str(resume) if resume else None, minutes=minutes, epochs=epochs,
-        batch_size=batch_size, size=size, device=device, lr=lr, freeze_frac=freeze_frac,
-        val_limit=val_limit, max_steps=max_steps, seed=seed, cache_dir=str(cache_dir),
+        model=model, data=[str(d) for d in data or []], out=str(out_path), val=str(val) if val else None,
+        resume=str(resume) if resume else None, init=str(init) if init else None,
+        minutes=minutes, epochs=epochs, batch_size=batch_size, size=size, device=device, lr=lr,
+        freeze_frac=freeze_frac, val_limit=val_limit, val_every_minutes=val_every,
+        max_steps=max_steps, seed=seed, cache_dir=str(cache_dir),
         command="colorcli " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     columns = (
@@ -73,10 +81,12 @@ def train(
     with user_errors(), Progress(*columns, console=err, transient=False) as progress:
         result = run_train(cfg, _RichCallbacks(progress))
     best = ", ".join(f"{k}={v:.3f}" for k, v in result.best.items() if isinstance(v, float))
-    out.print(f"{result.weights}  steps={result.steps} epochs={result.epochs:.2f} "
-              f"minutes={result.seconds / 60:.1f}  best: {best}", highlight=False)
+    written = result.weights if result.weights is not None else result.checkpoint
+    out.print(f"{written}  steps={result.steps} epochs={result.epochs:.2f} "
+              f"minutes={result.seconds / 60:.1f}  best: {best or 'not validated yet'}", highlight=False)
     if result.interrupted:
-        err.print(f"resume with: colorcli train --model {model} --data ... --out {out_path} --resume {result.checkpoint}")
+        err.print(f"resume with: colorcli train --model {model} --out {shlex.quote(str(out_path))} "
+                  f"--resume {shlex.quote(str(result.checkpoint))}", highlight=False)
         raise typer.Exit(130)
 
 

@@ -1,0 +1,381 @@
+"""The training loop on a tiny real cache: exact resume after Ctrl-C, --init from shipped
+weights, the NaN guard, validation and best-model selection, the time budget, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from colorcli import train as T
+from colorcli.cli import app
+from colorcli.data import prepare
+from colorcli.errors import TrainingError, WeightsError
+from colorcli.models.mcl import ColorNet
+from colorcli.train import TrainCallbacks, TrainConfig, checkpoint_path, train
+from colorcli.weights import read_metadata
+
+N_PHOTOS = 40
+BATCH = 4  # 10 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, make_photo) -> Path:
+    src = tmp_path_factory.mktemp("photos")
+    for i in range(N_PHOTOS):
+        Image.fromarray(make_photo(64, 64, seed=i)).save(src / f"p{i:02d}.png")
+    return src
+
+
+@pytest.fixture(scope="module")
+def cache(photos, tmp_path_factory) -> Path:
+    res = prepare([photos], tmp_path_factory.mktemp("cache") / "train.npz", size=64)
+    assert res.kept == N_PHOTOS
+    return res.path
+
+
+@pytest.fixture(scope="module")
+def val_dir(tmp_path_factory, make_photo) -> Path:
+    d = tmp_path_factory.mktemp("val")
+    for i in range(2):
+        Image.fromarray(make_photo(40, 56, seed=100 + i)).save(d / f"v{i}.png")
+    return d
+
+
+def _cfg(cache: Path, out: Path, **kw) -> TrainConfig:
+    kw = {"max_steps": 12, "batch_size": BATCH, "size": 32, "device": "cpu",
+          "cache_dir": str(out.parent / "cache"), **kw}
+    return TrainConfig(model="test_mcl", data=[str(cache)], out=str(out), **kw)
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _assert_same_model(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+class _InterruptAt(TrainCallbacks):
+    """Ctrl-C as the user would press it, right after step ``at`` completes."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.steps: list[int] = []
+
+    def on_step(self, step, total_steps, loss, phase) -> None:
+        self.steps.append(step)
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def straight(cache, tmp_path_factory) -> dict:
+    """12 steps without interruption (crossing the epoch end at step 10): the reference."""
+    out = tmp_path_factory.mktemp("straight") / "m.safetensors"
+    res = train(_cfg(cache, out))
+    assert res.steps == 12 and not res.interrupted and res.weights == out
+    return _ckpt(res.checkpoint)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(cache, tmp_path, straight):
+    out = tmp_path / "m.safetensors"
+    cb = _InterruptAt(2)
+    res = train(_cfg(cache, out), cb)
+    assert res.interrupted and res.steps == 2 and cb.steps == [1, 2]
+    assert res.checkpoint == checkpoint_path(out) and res.checkpoint.is_file()
+    assert res.weights is None and not out.exists()  # never validated: no weights yet
+    assert _ckpt(res.checkpoint)["step"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+    steps: list[int] = []
+
+    class Record(TrainCallbacks):
+        def on_step(self, step, total_steps, loss, phase):
+            steps.append(step)
+
+    res2 = train(_cfg(cache, out, resume=str(res.checkpoint)), Record())
+    assert res2.steps == 12 and not res2.interrupted and steps == list(range(3, 13))
+    final = _ckpt(res2.checkpoint)
+    _assert_same_model(final["model"], straight["model"])
+    # The optimizer moments too: a later resume of either would go on identically.
+    for sa, sb in zip(final["optimizer"]["state"].values(), straight["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert torch.equal(final["generator"], straight["generator"])
+
+
+def _sigint_in_loss(monkeypatch, call: int, times: int) -> None:
+    """Send ourselves SIGINT ``times`` times from inside the ``call``-th forward pass, as a
+    user's Ctrl-C lands mid-step (the batch and its crops already drawn)."""
+    calls = {"n": 0}
+    real = ColorNet.loss
+
+    def loss(self, raw, batch):
+        calls["n"] += 1
+        if calls["n"] == call:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # Python runs the handler between bytecodes
+                    pass
+        return real(self, raw, batch)
+
+    monkeypatch.setattr(ColorNet, "loss", loss)
+
+
+def test_ctrl_c_inside_a_step_waits_for_it_and_resume_is_exact(cache, tmp_path, straight, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    with monkeypatch.context() as m:
+        _sigint_in_loss(m, 5, times=1)
+        res = train(_cfg(cache, out))
+    assert res.interrupted and res.steps == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    res2 = train(_cfg(cache, out, resume=str(res.checkpoint)))
+    assert res2.steps == 12
+    _assert_same_model(_ckpt(res2.checkpoint)["model"], straight["model"])
+
+
+def test_second_ctrl_c_breaks_into_the_step_and_rolls_its_draws_back(cache, tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    with monkeypatch.context() as m:
+        _sigint_in_loss(m, 5, times=2)
+        res = train(_cfg(cache, out))
+    assert res.interrupted and res.steps == 4
+    ck = _ckpt(res.checkpoint)
+    # The fifth batch and its crops are not consumed: resume draws them again.
+    assert ck["step"] == 4 and ck["pos"] == 4
+    assert train(_cfg(cache, out, resume=str(res.checkpoint))).steps == 12
+
+
+def test_sigint_deferred_holds_the_first_and_yields_to_the_second():
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with T._sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            reached.append(1)
+    assert reached == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        with T._sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            reached.append(2)  # not reached: the second Ctrl-C does not wait
+    assert reached == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with T._sigint_deferred():  # no signal: nothing raised
+        pass
+
+
+def test_resume_takes_session_fields_and_a_new_budget(cache, tmp_path):
+    first = tmp_path / "a" / "m.safetensors"
+    res = train(_cfg(cache, first, max_steps=2, lr=5e-4, command="colorcli train first"))
+    assert res.steps == 2
+    # A new --out, a bigger budget; other flags (lr, batch size) come from the checkpoint.
+    moved = tmp_path / "b" / "m.safetensors"
+    res2 = train(_cfg(cache, moved, max_steps=4, lr=1.0, batch_size=8, resume=str(res.checkpoint),
+                      command="colorcli train again"))
+    assert res2.steps == 4 and res2.weights == moved and res2.checkpoint == checkpoint_path(moved)
+    ck = _ckpt(res2.checkpoint)
+    assert ck["config"]["lr"] == 5e-4 and ck["config"]["batch_size"] == BATCH
+    assert ck["config"]["out"] == str(moved)
+    meta = read_metadata(moved)["training"]
+    assert meta["steps"] == 4 and meta["command"] == "colorcli train first"
+    assert meta["sessions"] == ["colorcli train first", "resume: colorcli train again"]
+    # Resuming a finished run with no new budget does no steps and no second validation.
+    res3 = train(_cfg(cache, moved, max_steps=None, resume=str(res2.checkpoint)))
+    assert res3.steps == 4 and len(_ckpt(res3.checkpoint)["history"]) == len(ck["history"])
+
+
+def test_resume_refuses_a_wrong_checkpoint(cache, tmp_path, photos):
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=1))
+    with pytest.raises(TrainingError, match="checkpoint is for model 'test_mcl', not 'test_l2'"):
+        train(TrainConfig(model="test_l2", data=[], out=str(out), resume=str(res.checkpoint)))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match=f"{bad}: cannot read checkpoint"):
+        train(_cfg(cache, out, resume=str(bad)))
+    # The checkpoint's data order indexes its own cache: a different cache is refused.
+    ck = _ckpt(res.checkpoint)
+    twenty = tmp_path / "twenty"
+    twenty.mkdir()
+    for p in sorted(photos.iterdir())[:20]:
+        (twenty / p.name).write_bytes(p.read_bytes())
+    ck["config"]["data"] = [str(prepare([twenty], tmp_path / "t.npz", size=64).path)]
+    torch.save(ck, tmp_path / "other.ckpt")
+    with pytest.raises(TrainingError, match="different training cache"):
+        train(_cfg(cache, out, resume=str(tmp_path / "other.ckpt")))
+    with pytest.raises(TrainingError, match="not both"):
+        train(_cfg(cache, out, resume=str(res.checkpoint), init=str(out)))
+
+
+def test_init_from_shipped_weights(cache, tmp_path):
+    # First session: a non-default architecture, which only the weights file remembers.
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=3, model_args={"decoder_width": 24}, command="first"))
+    # Second session from the committed weights only: the checkpoint is gone.
+    checkpoint_path(first).unlink()
+    second = tmp_path / "second.safetensors"
+    res = train(_cfg(cache, second, max_steps=2, init=str(first), lr=0.0, weight_decay=0.0))
+    assert res.steps == 2
+    meta = read_metadata(second)
+    assert meta["config"]["decoder_width"] == 24
+    init = meta["training"]["init"]
+    assert init["file"] == str(first) and init["steps"] == 3 and init["command"] == "first"
+    assert len(init["sha256"]) == 12
+    # lr = 0: the parameters are exactly the file's (fresh optimizer, no update), loaded
+    # strictly; only BN running statistics moved with the two batches.
+    a, b = load_file(str(first)), load_file(str(second))
+    params = {n for n, _ in T.create_model("test_mcl", decoder_width=24).named_parameters()}
+    for name in params:
+        assert torch.equal(a[name], b[name]), name
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("running_mean"))
+    for name in ("centres", "prior", "class_weights"):  # the file's prior, not recomputed
+        assert torch.equal(a[name], b[name])
+    # A resume of the init run rebuilds the file's architecture.
+    res2 = train(_cfg(cache, second, max_steps=3, resume=str(res.checkpoint)))
+    assert res2.steps == 3 and read_metadata(second)["training"]["init"]["file"] == str(first)
+
+
+def test_init_with_weights_of_another_model_is_refused(cache, tmp_path):
+    l2 = tmp_path / "l2.safetensors"
+    train(TrainConfig(model="test_l2", data=[str(cache)], out=str(l2), max_steps=1,
+                      batch_size=BATCH, size=32, device="cpu", cache_dir=str(tmp_path)))
+    with pytest.raises(WeightsError, match=f"{l2}: holds weights for model 'test_l2', not 'test_mcl'"):
+        train(_cfg(cache, tmp_path / "m.safetensors", init=str(l2)))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\0" * 100)
+    with pytest.raises(WeightsError, match=str(bad)):
+        train(_cfg(cache, tmp_path / "m.safetensors", init=str(bad)))
+
+
+def _nan_from_call(monkeypatch, n: int, *, grads: bool = False) -> None:
+    """Make the model's loss (or only its gradients) non-finite from the ``n``-th call on."""
+    calls = {"n": 0}
+    real = ColorNet.loss
+
+    def loss(self, raw, batch):
+        calls["n"] += 1
+        value = real(self, raw, batch)
+        if calls["n"] < n:
+            return value
+        if grads:
+            # Finite value, NaN gradient: d/dx sqrt(x) at 0 is inf, times 0 is NaN.
+            return value + 0.0 * torch.sqrt(0.0 * self.head.bias.sum())
+        return value * float("nan")
+
+    monkeypatch.setattr(ColorNet, "loss", loss)
+
+
+@pytest.mark.parametrize("grads", [False, True], ids=["loss", "gradients"])
+def test_nan_stops_training_without_writing_weights(cache, tmp_path, monkeypatch, grads):
+    out = tmp_path / "m.safetensors"
+    # Validate (and so write weights) after every step, to see that the bad step writes none.
+    written = []
+
+    class Seen(TrainCallbacks):
+        def on_validate(self, step, result, best):
+            written.append((step, out.read_bytes()))
+
+    _nan_from_call(monkeypatch, 4, grads=grads)
+    with pytest.raises(TrainingError, match="at step 4; stopped without writing weights") as exc:
+        train(_cfg(cache, out, val_every_minutes=0.0), Seen())
+    assert "lower --lr" in str(exc.value)
+    assert [s for s, _ in written] == [1, 2, 3]
+    assert out.read_bytes() == written[-1][1]
+    assert read_metadata(out)["training"]["steps"] == 3
+    # From the very first step: nothing at all is written.
+    out2 = tmp_path / "first.safetensors"
+    _nan_from_call(monkeypatch, 1, grads=grads)
+    with pytest.raises(TrainingError, match="at step 1"):
+        train(_cfg(cache, out2))
+    assert not out2.exists() and not checkpoint_path(out2).exists()
+
+
+def test_real_validation_and_best_selection(cache, tmp_path, val_dir, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=2, val=str(val_dir)))
+    for key in ("loss", "psnr", "delta_cf", "cf_gap", "auc"):
+        assert np.isfinite(res.best[key]), key
+    metrics = read_metadata(out)["metrics"]
+    assert metrics["val"] == str(val_dir) and metrics["step"] == 2
+
+    # Scripted validation losses: the weights file must hold the step with the lowest.
+    losses = iter([3.0, 1.0, 2.0, 0.5, 0.7])
+    monkeypatch.setattr(T, "validate", lambda model, val, device: {"loss": next(losses)})
+    seen: list[tuple[int, bool]] = []
+
+    class Seen(TrainCallbacks):
+        def on_validate(self, step, result, best):
+            seen.append((step, best))
+
+    out2 = tmp_path / "best.safetensors"
+    res2 = train(_cfg(cache, out2, max_steps=5, val=str(val_dir), val_every_minutes=0.0), Seen())
+    assert seen == [(1, True), (2, True), (3, False), (4, True), (5, False)]
+    assert res2.best["loss"] == 0.5 and res2.best["step"] == 4
+    assert read_metadata(out2)["metrics"]["step"] == 4
+    assert [h["step"] for h in _ckpt(res2.checkpoint)["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_time_budget_counts_validation_and_stops_the_run(cache, tmp_path, val_dir, monkeypatch):
+    import time
+
+    def slow_validate(model, val, device):
+        time.sleep(0.3)
+        return {"loss": 1.0}
+
+    monkeypatch.setattr(T, "validate", slow_validate)
+    out = tmp_path / "m.safetensors"
+    # 0.01 minutes = 0.6 s: the first validation alone uses half of it.
+    res = train(_cfg(cache, out, max_steps=10_000, minutes=0.01, val=str(val_dir),
+                     val_every_minutes=0.0))
+    assert not res.interrupted and 1 <= res.steps < 100
+    assert res.seconds >= 0.6
+    assert res.seconds < 5
+
+
+def test_no_budget_and_no_data_are_user_errors(cache, tmp_path):
+    with pytest.raises(TrainingError, match="--minutes, --epochs or --max-steps"):
+        train(_cfg(cache, tmp_path / "m.safetensors", max_steps=None))
+    with pytest.raises(TrainingError, match="--data"):
+        train(TrainConfig(model="test_mcl", data=[], out=str(tmp_path / "m"), max_steps=1))
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        train(_cfg(cache, tmp_path / "m.safetensors", batch_size=64))
+
+
+def test_cli_prepare_train_and_resume(photos, tmp_path):
+    runner = CliRunner()
+    cache = tmp_path / "c.npz"
+    res = runner.invoke(app, ["prepare", str(photos), "--out", str(cache), "--size", "64"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith(f"{cache}: {N_PHOTOS} photos")
+    out = tmp_path / "w" / "tiny.safetensors"
+    args = ["train", "--model", "test_mcl", "--out", str(out), "--batch-size", str(BATCH),
+            "--size", "32", "--device", "cpu", "--cache-dir", str(tmp_path / "cc")]
+    res = runner.invoke(app, [*args, "--data", str(cache), "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.split()[0] == str(out) and "steps=2" in res.stdout
+    assert out.is_file() and checkpoint_path(out).is_file()
+    assert "training on cpu" in res.stderr
+    res = runner.invoke(app, [*args, "--resume", str(checkpoint_path(out)), "--max-steps", "4"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.split()[0] == str(out) and "steps=4" in res.stdout
+    assert "resumed from" in res.stderr
+    assert read_metadata(out)["training"]["steps"] == 4
+    # A user error is one line on stderr and exit code 2.
+    res = runner.invoke(app, [*args, "--data", str(cache), "--max-steps", "1",
+                              "--init", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: {tmp_path / 'missing.safetensors'}: weights file not found"
