@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from colorcli.errors import ColorcliError, WeightsError
+from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
 
 # Metadata written by colorcli.export and checked here (all values are strings).
 ONNX_FORMAT = "colorcli-onnx"
@@ -43,10 +44,6 @@ ONNX_FORMAT_VERSION = 1
 INPUT_NAME = "L"
 OUTPUT_NAME = "chroma"
 
-# The network-size rule of colorcli.pipeline (tests pin the two to the same results): pipeline
-# imports torch, so it cannot be imported on the torch-free path.
-MULTIPLE = 32
-MAX_ASPECT = 4
 # Full-resolution colour conversion runs in bands of this many pixels: bounded memory, and
 # each band's float planes (1 MB each) stay in cache across the conversion's many elementwise
 # steps, 1.3-1.8x faster than 2M-pixel bands on a 2-core CPU.
@@ -93,15 +90,6 @@ def default_onnx_path(name: str) -> Path | None:
     return None
 
 
-def network_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) the network sees: aspect kept, short side ≈ ``size``, sides multiples of 32."""
-    if size < MULTIPLE or size % MULTIPLE:
-        raise ColorcliError(f"--size must be a positive multiple of {MULTIPLE}, got {size}")
-    scale = size / min(height, width)
-    scale = min(scale, size * MAX_ASPECT / max(height, width))
-    h = max(MULTIPLE, int(round(height * scale / MULTIPLE)) * MULTIPLE)
-    w = max(MULTIPLE, int(round(width * scale / MULTIPLE)) * MULTIPLE)
-    return h, w
 
 
 def bands(h: int, w: int) -> list[tuple[int, int]]:

@@ -19,10 +19,8 @@ import torch.nn.functional as F
 from colorcli import color
 from colorcli.errors import ColorcliError
 from colorcli.models import ColorModel
+from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
 
-MULTIPLE = 32
-# Long side cap as a multiple of the short-side size, so thin panoramas stay affordable.
-MAX_ASPECT = 4
 # Full-resolution colour conversion runs in bands of this many pixels to bound peak memory.
 # 1 << 18: a band's float planes (1 MB each) stay in cache across the conversion's many
 # elementwise steps, 1.3-1.8x faster than 1 << 21 on a 2-core CPU.
@@ -42,15 +40,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def network_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) the network sees: aspect kept, short side ≈ ``size``, sides multiples of 32."""
-    if size < MULTIPLE or size % MULTIPLE:
-        raise ColorcliError(f"--size must be a positive multiple of {MULTIPLE}, got {size}")
-    scale = size / min(height, width)
-    scale = min(scale, size * MAX_ASPECT / max(height, width))
-    h = max(MULTIPLE, int(round(height * scale / MULTIPLE)) * MULTIPLE)
-    w = max(MULTIPLE, int(round(width * scale / MULTIPLE)) * MULTIPLE)
-    return h, w
 
 
 def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
