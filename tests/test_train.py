@@ -50,9 +50,9 @@ def val_dir(tmp_path_factory, make_photo) -> Path:
 
 
 def _cfg(cache: Path, out: Path, **kw) -> TrainConfig:
-    kw = {"max_steps": 12, "batch_size": BATCH, "size": 32, "device": "cpu",
+    kw = {"model": "test_mcl", "max_steps": 12, "batch_size": BATCH, "size": 32, "device": "cpu",
           "cache_dir": str(out.parent / "cache"), **kw}
-    return TrainConfig(model="test_mcl", data=[str(cache)], out=str(out), **kw)
+    return TrainConfig(data=[str(cache)], out=str(out), **kw)
 
 
 def _ckpt(path: Path) -> dict:
@@ -249,12 +249,35 @@ def test_init_from_shipped_weights(cache, tmp_path):
     assert res2.steps == 3 and read_metadata(second)["training"]["init"]["file"] == str(first)
 
 
-def test_init_with_weights_of_another_model_is_refused(cache, tmp_path):
+def test_init_from_another_model_copies_matching_tensors(cache, tmp_path):
+    # l2 from mcl (the MCL paper's comparison on one network): encoder and decoder carry over,
+    # the 2-channel head starts fresh.
+    mcl = tmp_path / "mcl.safetensors"
+    train(_cfg(cache, mcl, max_steps=2))
     l2 = tmp_path / "l2.safetensors"
-    train(TrainConfig(model="test_l2", data=[str(cache)], out=str(l2), max_steps=1,
+    messages = []
+
+    class Log(TrainCallbacks):
+        def on_message(self, text: str) -> None:
+            messages.append(text)
+
+    train(_cfg(cache, l2, model="test_l2", init=str(mcl), max_steps=1, lr=0.0, weight_decay=0.0), Log())
+    a, b = load_file(str(mcl)), load_file(str(l2))
+    params = {n for n, _ in T.create_model("test_l2").named_parameters()}
+    shared = {k for k in params if not k.startswith("head.")}
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)
+    assert b["head.weight"].shape[0] == 2 != a["head.weight"].shape[0]
+    init = read_metadata(l2)["training"]["init"]
+    assert init["arch"] == "test_mcl" and init["tensors_copied"] == f"{len(b) - 2}/{len(b)}"
+    assert any("tensors copied" in m for m in messages)
+
+
+def test_init_with_nothing_in_common_is_refused(cache, tmp_path):
+    unet = tmp_path / "unet.safetensors"
+    train(TrainConfig(model="test_unet", data=[str(cache)], out=str(unet), max_steps=1,
                       batch_size=BATCH, size=32, device="cpu", cache_dir=str(tmp_path)))
-    with pytest.raises(WeightsError, match=f"{l2}: holds weights for model 'test_l2', not 'test_mcl'"):
-        train(_cfg(cache, tmp_path / "m.safetensors", init=str(l2)))
+    with pytest.raises(TrainingError, match=f"{unet}: no tensor matches model 'test_mcl'"):
+        train(_cfg(cache, tmp_path / "m.safetensors", init=str(unet)))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\0" * 100)
     with pytest.raises(WeightsError, match=str(bad)):

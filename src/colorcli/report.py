@@ -340,3 +340,27 @@ __all__ = [
     "CF_LABELS", "FILES", "accuracy_plot", "contact_sheet", "markdown", "per_image_csv",
     "summary_json", "table", "write_report",
 ]
+
+
+def comparison_sheet(columns: list[str], rows: list[tuple[str, list[np.ndarray]]], *, cell: int = 256) -> Image.Image:
+    """Photos side by side: one row per photo (its name above), one column per entry of
+    ``columns`` (the input, then each model). Cells are uint8 RGB arrays no larger than
+    ``cell`` on their long side; a row is as tall as its tallest cell."""
+    pad, head_h, name_h = 8, 26, 20
+    font, small = _font(15), _font(12)
+    width = pad + len(columns) * (cell + pad)
+    heights = [max((c.shape[0] for c in cells), default=cell) for _, cells in rows]
+    height = head_h + sum(name_h + h + pad for h in heights) + pad
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for j, name in enumerate(columns):
+        d.text((pad + j * (cell + pad), 6), _fit(d, name, font, cell), fill=(0, 0, 0), font=font)
+    y = head_h
+    for (name, cells), h in zip(rows, heights):
+        d.text((pad, y + 3), _fit(d, name, small, width - 2 * pad), fill=(70, 70, 70), font=small)
+        y += name_h
+        for j, thumb in enumerate(cells):
+            th, tw = thumb.shape[:2]
+            img.paste(Image.fromarray(thumb, "RGB"), (pad + j * (cell + pad) + (cell - tw) // 2, y + (h - th) // 2))
+        y += h + pad
+    return img

@@ -40,7 +40,7 @@ from colorcli.data import CachedImages, augment_batch, iterate_batches, load_fol
 from colorcli.errors import TrainingError
 from colorcli.models import ColorModel, count_parameters, create_model
 from colorcli.pipeline import Colorizer
-from colorcli.weights import load_weights, save_weights
+from colorcli.weights import load_matching, load_weights, read_metadata, save_weights
 
 
 @dataclasses.dataclass
@@ -305,6 +305,26 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             groups = state["optimizer"]["param_groups"]
             pretrained = any(g.get("lr_mult", 1.0) != 1.0 for g in groups)
         _with_pretrained_flag(model, pretrained)
+    elif cfg.init and read_metadata(Path(cfg.init)).get("arch") != cfg.model:
+        # Warm start from another architecture's weights: the tensors that match by name and
+        # shape (e.g. encoder and decoder of mcl for l2); the rest start as a fresh build.
+        init_path = Path(cfg.init)
+        model = create_model(cfg.model, **cfg.model_args)
+        if hasattr(model, "set_prior"):
+            model.set_prior(data.bin_counts)
+        copied, total = load_matching(model, init_path)
+        if copied == 0:
+            raise TrainingError(f"{init_path}: no tensor matches model {cfg.model!r}; nothing to start from")
+        src_meta = read_metadata(init_path)
+        prev = src_meta.get("training", {})
+        init_info = {
+            "file": str(init_path),
+            "sha256": _file_digest(init_path),
+            "arch": src_meta.get("arch"),
+            "tensors_copied": f"{copied}/{total}",
+            **{k: prev[k] for k in ("steps", "epochs", "minutes", "command") if k in prev},
+        }
+        cb.on_message(f"starting from {init_path} ({src_meta.get('arch')}): {copied} of {total} tensors copied")
     elif cfg.init:
         init_path = Path(cfg.init)
         model = load_weights(init_path, expect_arch=cfg.model)  # strict; WeightsError names it

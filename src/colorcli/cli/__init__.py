@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from colorcli.cli import colorize as _colorize
+from colorcli.cli import compare as _compare
 from colorcli.cli import eval as _eval
 from colorcli.cli import export as _export
 from colorcli.cli import models as _models
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("colorize")(_colorize.colorize)
+app.command("compare")(_compare.compare)
 app.command("eval")(_eval.eval_command)
 app.command("export")(_export.export)
 app.command("models")(_models.models)

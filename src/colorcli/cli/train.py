@@ -48,7 +48,7 @@ def train(
     data: Annotated[list[str] | None, typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable; not needed with --resume.")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Folder of colour photos for validation.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue exactly (OUT.ckpt). Its settings are kept; --out, --device, --cache-dir and a new budget (--minutes/--epochs/--max-steps) are taken from this command.")] = None,
-    init: Annotated[Path | None, typer.Option("--init", help="Start from a .safetensors weights file (model rebuilt from its metadata, fresh optimizer and schedule).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from a .safetensors weights file, fresh optimizer and schedule. Same model: rebuilt from its metadata; another model (e.g. l2 from mcl): the tensors that match by name and shape are copied.")] = None,
     minutes: Annotated[float | None, typer.Option("--minutes", help="Training time budget in minutes.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Number of epochs (may be fractional).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 32,

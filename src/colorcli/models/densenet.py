@@ -43,7 +43,7 @@ class DenseNetConfig(ModelConfig):
     # 64 keeps the model at 0.95 GMAC per 128 px image (encoder 0.65); 128 would cost 1.37.
     decoder_width: int = 64
     pretrained: bool = False  # no DenseNet weights are available offline; must stay False
-    default_size: int = 224
+    default_size: int = 160
 
     def blocks(self) -> tuple[int, ...]:
         try:

@@ -42,7 +42,7 @@ class FusionConfig(ModelConfig):
     global_dim: int = 256  # the global vector; the FC layers are 4x, 2x, 1x this
     global_size: int = 224  # side of the square rescale the global branch sees (multiple of 32)
     pretrained: bool = False  # no pretrained weights exist; must stay False
-    default_size: int = 224
+    default_size: int = 160
 
     def __post_init__(self) -> None:
         if self.global_size < 32 or self.global_size % 32:

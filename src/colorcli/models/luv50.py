@@ -41,7 +41,7 @@ class Luv50Config(ModelConfig):
     span: float = color.UV_RANGE
     temperature: float = 1.0  # decoding: 1 = expectation over the softmax, -> 0 = mode
     pretrained: bool = True  # load the ImageNet encoder when building for training
-    default_size: int = 224
+    default_size: int = 160
 
     def __post_init__(self) -> None:
         if self.bins < 2:

@@ -32,7 +32,7 @@ class ColorNetConfig(ModelConfig):
     lam: float = 0.5  # class-rebalancing mix with the uniform distribution
     sigma: float = 5.0  # soft-encoding and prior-smoothing Gaussian, ab units
     neighbours: int = 5
-    default_size: int = 224
+    default_size: int = 160
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:

@@ -44,7 +44,7 @@ class UNetConfig(ModelConfig):
     loss: str = "l1"  # "l1" or "l2"
     ab_scale: float = 128.0
     pretrained: bool = False  # no pretrained U-Net weights exist; must stay False
-    default_size: int = 224
+    default_size: int = 160
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

@@ -1,0 +1,133 @@
+"""``colorcli compare``: a before/after sheet, the input beside each model's colorization.
+
+Made for photos with no ground truth (real black-and-white ones): the sheet shows what each
+model does, one row per photo. stdout carries the sheet's path; the progress bar and the photos
+that could not be read go to stderr. Exit codes: 0 done, 1 some photo could not be read (the
+sheet holds the others), 2 a usage problem (unknown model, bad weights, sheet exists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+from colorcli.errors import ColorcliError
+
+
+def compare(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Sheet to write (.png or .jpg).")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to show (repeatable; 'all': every model with weights). Default: mcl.")] = None,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: model NAME from this weights file (repeatable; implies --model NAME).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Short side the networks see, a multiple of 32 (default: each model's).")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models.")] = None,
+    cell: Annotated[int, typer.Option("--cell", min=32, max=2048, help="Long side of each picture on the sheet, pixels.")] = 256,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show only the first N photos.")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing sheet.")] = False,
+    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the networks run.")] = "auto",
+) -> None:
+    """Write a before/after sheet: each photo as it is, then colorized by each model."""
+    from colorcli.batch import collect_inputs
+    from colorcli.evaluate import parse_named
+    import io
+
+    from colorcli.imageio import atomic_write_bytes, read_photo
+    from colorcli.pipeline import Colorizer
+    from colorcli.report import comparison_sheet
+
+    with user_errors():
+        if output.exists() and not overwrite:
+            raise ColorcliError(f"{output}: exists (use --overwrite to replace it)")
+        if output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            raise ColorcliError(f"{output}: the sheet must be a .png or .jpg file")
+        named = parse_named(weights or [], "--weights")
+        names = _model_names(model, named)
+        colorizers = {
+            n: Colorizer.from_name(n, weights=named.get(n), device=device, size=size, temperature=temperature)
+            for n in names
+        }
+        found, failed = collect_inputs(inputs, recursive=recursive)
+        found = found[:limit] if limit else found
+        if not found and not failed:
+            raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
+    for _, msg in failed:
+        print_line("failed", "red", msg)
+
+    rows = []
+    columns = (TextColumn("compare"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("compare", total=len(found))
+        for path, _, _ in found:
+            try:
+                photo = read_photo(path)
+            except ColorcliError as exc:
+                failed.append((path, str(exc)))
+                print_line("failed", "red", str(exc), console=progress.console)
+                progress.advance(task)
+                continue
+            rows.append((safe_text(path.name), _cells(photo.rgb, colorizers, cell)))
+            progress.advance(task)
+    if not rows:
+        print_line("error", "bold red", "no photo could be read; no sheet written")
+        raise typer.Exit(1)
+    sheet = comparison_sheet(["input", *names], rows, cell=cell)
+    with user_errors():
+        buf = io.BytesIO()
+        if output.suffix.lower() == ".png":
+            sheet.save(buf, format="PNG", optimize=True)
+        else:
+            sheet.save(buf, format="JPEG", quality=90)
+        atomic_write_bytes(output, buf.getvalue(), overwrite=overwrite)
+    out.print(safe_text(str(output)), markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _model_names(model: list[str] | None, named: dict[str, Path]) -> list[str]:
+    from colorcli.models import list_models
+    from colorcli.weights import default_weights_path
+
+    names: list[str] = []
+    for m in model or ([] if named else ["mcl"]):
+        if m == "all":
+            names += [n for n in list_models() if default_weights_path(n) is not None]
+        else:
+            names.append(m)
+    names += list(named)
+    return list(dict.fromkeys(names))  # keep order, drop repeats
+
+
+def _cells(rgb, colorizers: dict, cell: int) -> list:
+    """The input and each colorization, no larger than ``cell`` on the long side. The networks
+    see the full photo (as ``colorize`` does); only the recombination happens at sheet size."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from colorcli.pipeline import recombine, rgb_to_l
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, cell / max(h, w))
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+
+    def shrink(a: np.ndarray) -> np.ndarray:  # (H, W, C) float -> (th, tw, C)
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
+        t = F.interpolate(t, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+        return t[0].permute(1, 2, 0).numpy()
+
+    def to_u8(a: np.ndarray) -> np.ndarray:
+        return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    L = rgb_to_l(rgb)
+    L_small = shrink(L[..., None])[..., 0]
+    cells = [to_u8(shrink(rgb))]
+    for col in colorizers.values():
+        chroma = col.predict_chroma(col.network_input(L))
+        cells.append(to_u8(recombine(L_small, chroma, space=col.chroma_space)))
+    return cells
