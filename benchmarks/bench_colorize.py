@@ -130,13 +130,14 @@ def run_child(cfg: dict) -> dict:
 # parent: inputs, models, the table
 
 
-def make_photo(path: Path, megapixels: float, seed: int = 0) -> tuple[int, int]:
-    """A 4:3 grayscale JPEG of about ``megapixels``: smooth shapes plus film-grain noise."""
+def make_photo(path: Path, megapixels: float, seed: int = 0, aspect: float = 4 / 3) -> tuple[int, int]:
+    """A grayscale JPEG of about ``megapixels`` (width / height = ``aspect``): smooth shapes plus
+    film-grain noise."""
     import numpy as np
     from PIL import Image
 
-    w = int(round(math.sqrt(megapixels * 1e6 * 4 / 3)))
-    h = int(round(w * 3 / 4))
+    w = int(round(math.sqrt(megapixels * 1e6 * aspect)))
+    h = int(round(w / aspect))
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = (128 + 60 * np.sin(x / w * 9) * np.cos(y / h * 7) + 40 * np.sin((x + 2 * y) / (w + h) * 25)
@@ -183,7 +184,7 @@ def _prepare(cfg: dict) -> dict:
     images = []
     for mp in cfg["sizes"]:
         p = work / f"photo-{mp:g}mp.jpg"
-        images.append((mp, str(p), *make_photo(p, mp)))
+        images.append((mp, str(p), *make_photo(p, mp, aspect=cfg.get("aspect", 4 / 3))))
     return {"models": models, "notes": notes, "images": images, "devices": ["cpu"] + cuda_devices()}
 
 
@@ -207,6 +208,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="0.25 and 1 MP, 1 repeat (a smoke run)")
     ap.add_argument("--sizes", type=str, default=None, help="megapixels, comma-separated (default 0.25,1,4,12)")
+    ap.add_argument("--aspect", type=float, default=4 / 3,
+                    help="width / height of the test photos (default 4/3; --sizes 0.262144 --aspect 1 is 512x512)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (default 3)")
     ap.add_argument("--cores", type=int, default=2, help="CPU cores (and threads) per child; 0: all")
     ap.add_argument("--models", type=str, default=None, help="comma-separated (default: flagship + all others)")
@@ -235,7 +238,7 @@ def main() -> None:
     # Models, exports and photos are made in a child: a process's peak RSS starts from its
     # parent's at fork, so this process must stay small for the children's figures to be theirs.
     prep = subprocess.run([sys.executable, __file__, "--prepare", json.dumps(
-        {"names": names, "work": str(work), "sizes": sizes})], stdout=subprocess.PIPE, text=True)
+        {"names": names, "work": str(work), "sizes": sizes, "aspect": args.aspect})], stdout=subprocess.PIPE, text=True)
     if prep.returncode != 0:
         sys.exit("preparing models and photos failed (see above)")
     prepared = json.loads(prep.stdout.strip().splitlines()[-1])

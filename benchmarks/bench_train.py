@@ -59,7 +59,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="colorcli-bench-train-"))
-    # Enough photos that no epoch ends inside the run (an epoch end validates and saves).
+    # Enough photos that no epoch ends inside the run, and no --val: nothing but training steps is timed.
     need = args.batch_size * (warmup + steps + 1)
     src = work / "photos"
     src.mkdir()
