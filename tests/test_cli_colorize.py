@@ -101,10 +101,10 @@ def test_unknown_model_lists_valid_ones(photo_dir, tiny_weights):
 
 
 def test_default_model_without_weights_is_a_clear_error(photo_dir, monkeypatch, tmp_path):
-    import colorcli.weights
+    import colorcli.paths
 
-    # As on a fresh install before weights are downloaded: no weights folder anywhere.
-    monkeypatch.setattr(colorcli.weights, "_REPO_WEIGHTS", tmp_path / "none")
+    # A model with no weights file in any weights folder.
+    monkeypatch.setattr(colorcli.paths, "REPO_WEIGHTS", tmp_path / "none")
     monkeypatch.delenv("COLORCLI_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)
     res = _run(photo_dir)

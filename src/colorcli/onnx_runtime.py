@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from colorcli.errors import ColorcliError, WeightsError
+from colorcli.paths import find_shipped, weights_dirs
 from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
 
 # Metadata written by colorcli.export and checked here (all values are strings).
@@ -57,7 +57,6 @@ COLOR_GRAPHS = {
     "luv": "luv_to_rgb.onnx",
 }
 
-_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
 
 def _ort():
@@ -72,24 +71,9 @@ def _ort():
     return onnxruntime
 
 
-def weights_dirs() -> list[Path]:
-    """Where exported files are looked for; the same folders as ``colorcli.weights``."""
-    dirs = []
-    if os.environ.get("COLORCLI_WEIGHTS"):
-        dirs.append(Path(os.environ["COLORCLI_WEIGHTS"]))
-    dirs += [_REPO_WEIGHTS, Path.cwd() / "weights"]
-    return dirs
-
-
 def default_onnx_path(name: str) -> Path | None:
     """``<name>.onnx`` in the first weights folder that has it, or None."""
-    for d in weights_dirs():
-        p = d / f"{name}.onnx"
-        if p.is_file():
-            return p
-    return None
-
-
+    return find_shipped(f"{name}.onnx")
 
 
 def bands(h: int, w: int) -> list[tuple[int, int]]:

@@ -22,28 +22,15 @@ from safetensors import safe_open
 from colorcli import __version__, color
 from colorcli.errors import UnknownModelError, WeightsError
 from colorcli.models import ColorModel, create_model, list_models
+from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
 
 FORMAT = "colorcli-weights"
 FORMAT_VERSION = 1
-_REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-
-
-def weights_dirs() -> list[Path]:
-    """Where shipped weights are looked for: $COLORCLI_WEIGHTS, the repo's weights/, ./weights."""
-    dirs = []
-    if os.environ.get("COLORCLI_WEIGHTS"):
-        dirs.append(Path(os.environ["COLORCLI_WEIGHTS"]))
-    dirs += [_REPO_WEIGHTS, Path.cwd() / "weights"]
-    return dirs
 
 
 def default_weights_path(name: str) -> Path | None:
     """The shipped weights file of model ``name``, or None if there is none."""
-    for d in weights_dirs():
-        p = d / f"{name}.safetensors"
-        if p.is_file():
-            return p
-    return None
+    return find_shipped(f"{name}.safetensors")
 
 
 def save_weights(
