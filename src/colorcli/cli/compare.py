@@ -96,7 +96,8 @@ def _model_names(model: list[str] | None, named: dict[str, Path]) -> list[str]:
     names: list[str] = []
     for m in model or ([] if named else ["mcl"]):
         if m == "all":
-            names += [n for n in list_models() if default_weights_path(n) is not None]
+            shipped = [n for n in list_models() if default_weights_path(n) is not None]
+            names += sorted(shipped, key=lambda n: n != "mcl")  # the default model first
         else:
             names.append(m)
     names += list(named)
