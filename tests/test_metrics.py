@@ -158,7 +158,7 @@ def test_ssim_closed_form_and_reference():
     for h, w in ((H, W), (5, 9), (160, 120)):
         a = rng.random((h, w, 3))
         b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
-        a8, b8 = metrics._eight_bit(a), metrics._eight_bit(b)
+        a8, b8 = metrics.to_uint8(a), metrics.to_uint8(b)
         ref = structural_similarity(b8, a8, channel_axis=2, data_range=255, win_size=min(7, 5 if h == 5 else 7))
         assert metrics.ssim(b, a) == pytest.approx(ref, abs=1e-10)
     assert math.isnan(metrics.ssim(_const((0.5,) * 3, 2, 8), _const((0.5,) * 3, 2, 8)))

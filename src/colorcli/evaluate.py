@@ -32,7 +32,7 @@ from PIL import Image
 from colorcli import metrics
 from colorcli.batch import collect_inputs
 from colorcli.errors import ColorcliError
-from colorcli.imageio import IMAGE_SUFFIXES, read_photo
+from colorcli.imageio import IMAGE_SUFFIXES, read_photo, to_uint8
 from colorcli.pipeline import Colorizer, resolve_device, rgb_to_l
 
 GRAY = "gray"
@@ -268,7 +268,7 @@ class _Classifier:
 
 def _thumb(rgb: np.ndarray) -> np.ndarray:
     """uint8 thumbnail of float ``(H, W, 3)``, longest side :data:`THUMB_SIZE` (never enlarged)."""
-    img = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB")
+    img = Image.fromarray(to_uint8(rgb), "RGB")
     img.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
     return np.asarray(img)
 

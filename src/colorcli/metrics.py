@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from colorcli import color
+from colorcli.imageio import to_uint8
 
 AUC_THRESHOLDS = np.arange(0, 151, dtype=np.float64)  # 0..150 inclusive, step 1
 DEFAULT_THRESHOLD = 10.0
@@ -59,10 +60,6 @@ def _luv(rgb: np.ndarray) -> np.ndarray:
     return color.rgb_to_luv(_tensor(rgb))[0].permute(1, 2, 0).numpy()
 
 
-def _eight_bit(rgb: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------
 # single metrics (each from plain images; compare() computes the same from prepared planes)
 
@@ -80,7 +77,7 @@ def ab_distance(ab_pred: np.ndarray, ab_gt: np.ndarray) -> np.ndarray:
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
     """PSNR in dB of the 8-bit sRGB images (peak 255); inf for identical images."""
-    return _psnr8(_eight_bit(pred), _eight_bit(gt))
+    return _psnr8(to_uint8(pred), to_uint8(gt))
 
 
 def _psnr8(p: np.ndarray, g: np.ndarray) -> float:
@@ -146,7 +143,7 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
     Same value as ``skimage.metrics.structural_similarity(p, g, channel_axis=2, data_range=255)``.
     """
-    return _ssim_from_stats(_ssim_stats(_eight_bit(pred)), _ssim_stats(_eight_bit(gt)))
+    return _ssim_from_stats(_ssim_stats(to_uint8(pred)), _ssim_stats(to_uint8(gt)))
 
 
 def colourfulness(rgb: np.ndarray) -> float:
@@ -244,7 +241,7 @@ def prepare(rgb: np.ndarray) -> Prepared:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got {rgb.shape}")
     t = _tensor(rgb)
-    rgb8 = _eight_bit(rgb)
+    rgb8 = to_uint8(rgb)
     return Prepared(
         ab=color.rgb_to_lab(t)[0, 1:].permute(1, 2, 0).numpy(),
         uv_bins=_uv_bins(t),

@@ -107,16 +107,20 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+
+
 def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
     """Copy into ``model`` every tensor of ``path`` whose name and shape match (a warm start
     across architectures, e.g. ``l2`` from ``mcl``: same encoder and decoder, another head).
     Returns (tensors copied, tensors the model has)."""
     path = Path(path)
     read_metadata(path)  # a clear WeightsError for a file that is not ours
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    state = _read_tensors(path)
     ref = model.state_dict()
     matched = {k: v.to(ref[k].dtype) for k, v in state.items() if k in ref and v.shape == ref[k].shape}
     model.load_state_dict(matched, strict=False)
@@ -138,10 +142,7 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
         ) from None
     except TypeError as exc:
         raise WeightsError(f"{path}: config does not match model {arch!r} ({exc})") from None
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    state = _read_tensors(path)
     ref = model.state_dict()
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     try:

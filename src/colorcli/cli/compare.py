@@ -111,6 +111,7 @@ def _cells(rgb, colorizers: dict, cell: int) -> list:
     import torch
     import torch.nn.functional as F
 
+    from colorcli.imageio import to_uint8
     from colorcli.pipeline import recombine, rgb_to_l
 
     h, w = rgb.shape[:2]
@@ -122,13 +123,10 @@ def _cells(rgb, colorizers: dict, cell: int) -> list:
         t = F.interpolate(t, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
         return t[0].permute(1, 2, 0).numpy()
 
-    def to_u8(a: np.ndarray) -> np.ndarray:
-        return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
-
     L = rgb_to_l(rgb)
     L_small = shrink(L[..., None])[..., 0]
-    cells = [to_u8(shrink(rgb))]
+    cells = [to_uint8(shrink(rgb))]
     for col in colorizers.values():
         chroma = col.predict_chroma(col.network_input(L))
-        cells.append(to_u8(recombine(L_small, chroma, space=col.chroma_space)))
+        cells.append(to_uint8(recombine(L_small, chroma, space=col.chroma_space)))
     return cells
