@@ -213,7 +213,7 @@ def _zero_chroma(L: torch.Tensor) -> torch.Tensor:
 
 def gray_colorizer(size: int | None = None) -> Colorizer:
     """The gray baseline as a :class:`Colorizer` (same pipeline, zero-chroma backend)."""
-    return Colorizer(backend=_zero_chroma, chroma_space="lab", size=size)
+    return Colorizer(backend=_zero_chroma, chroma_space="lab", size=size, tta=False, refine=False)
 
 
 class _PredDir:
@@ -335,6 +335,8 @@ def evaluate(
     limit: int | None = None,
     size: int | None = None,
     temperature: float | None = None,
+    tta: bool = True,
+    refine: bool = True,
     threshold: float = metrics.DEFAULT_THRESHOLD,
     device: str = "auto",
     semantic: bool = False,
@@ -347,7 +349,8 @@ def evaluate(
     ``models`` are registered names, loaded from ``weights[name]`` when given, else from their
     shipped weights; a name that only appears in ``weights`` is evaluated too. ``pred_dirs``
     maps a name to a folder of finished predictions. ``baseline="gray"`` adds the neutral image
-    with the photo's L. ``sheet_count`` keeps thumbnails of the first and the worst (by mean
+    with the photo's L. ``tta`` and ``refine`` are the pipeline's switches for the models
+    (:class:`colorcli.pipeline.Colorizer`). ``sheet_count`` keeps thumbnails of the first and the worst (by mean
     ΔCF over the colorizing systems) that many photos for the contact sheet.
 
     ``threads`` sets torch's CPU threads for the run (None: unchanged). A photo that cannot be
@@ -356,7 +359,8 @@ def evaluate(
     with torch_threads(threads):
         return _evaluate(
             folder, models=models, weights=weights, pred_dirs=pred_dirs, baseline=baseline,
-            limit=limit, size=size, temperature=temperature, threshold=threshold, device=device,
+            limit=limit, size=size, temperature=temperature, tta=tta, refine=refine,
+            threshold=threshold, device=device,
             semantic=semantic, sheet_count=sheet_count, on_progress=on_progress,
         )
 
@@ -371,6 +375,8 @@ def _evaluate(
     limit: int | None,
     size: int | None,
     temperature: float | None,
+    tta: bool,
+    refine: bool,
     threshold: float,
     device: str,
     semantic: bool,
@@ -398,7 +404,7 @@ def _evaluate(
         runners.append((SystemResult(GRAY, "baseline", "neutral image with the photo's L"), gray))
     for name in model_names:
         col = Colorizer.from_name(name, weights=weights.get(name), device=device, size=size,
-                                  temperature=temperature)
+                                  temperature=temperature, tta=tta, refine=refine)
         src = getattr(col.model, "weights_path", weights.get(name))
         runners.append((SystemResult(name, "model", str(src)), col))
     for name, d in pred_dirs.items():

@@ -241,8 +241,9 @@ def export_model(
     proto = _check_model(data, f"model {arch!r}")
 
     session = _ort_session(proto.SerializeToString())
-    # The reference is the one inference path's own network step, as `colorize` runs it.
-    reference = Colorizer(model, device="cpu", temperature=temp)
+    # The reference is the one inference path's own network step, as `colorize` runs it (the
+    # graph is the network alone: mirror averaging and refinement happen outside it).
+    reference = Colorizer(model, device="cpu", temperature=temp, tta=False, refine=False)
     parity: list[tuple[tuple[int, int, int], float]] = []
     for i, shape in enumerate(parity_shapes):
         if shape[1] % MULTIPLE or shape[2] % MULTIPLE:

@@ -3,8 +3,10 @@
 ``OnnxColorizer`` has the API of :class:`colorcli.pipeline.Colorizer` (``colorize_rgb``,
 ``colorize_l``, ``predict_chroma``, ``network_input``) and follows the same steps: L of the
 photo -> L resized to network size (aspect kept, sides multiples of 32, antialiased bilinear)
--> network -> chroma -> bilinear upsampling to the photo's exact size -> recombined with the
-ORIGINAL full-resolution L -> sRGB, in memory-bounded bands.
+-> network (averaged with its mirror image unless ``tta=False``) -> chroma -> guided-filter
+coefficients (:mod:`colorcli.refine`, unless ``refine=False``) -> bilinear upsampling to the
+photo's exact size -> recombined with the ORIGINAL full-resolution L -> sRGB, in memory-bounded
+bands.
 
 Nothing here imports torch: ``onnxruntime``, ``numpy`` and ``pillow`` are enough.
 
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from colorcli import refine
 from colorcli.errors import ColorcliError, WeightsError
 from colorcli.paths import find_shipped, weights_dirs
 from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
@@ -215,6 +218,8 @@ class OnnxColorizer:
         size: int | None = None,
         temperature: float | None = None,
         threads: int | None = None,
+        tta: bool = True,
+        refine: bool = True,
     ) -> None:
         path = Path(path)
         if not path.is_file():
@@ -236,6 +241,8 @@ class OnnxColorizer:
         network_size(64, 64, self.size)  # validates size early
         self._threads = threads
         self._graphs: dict[str, Any] = {}
+        self.tta = tta
+        self.refine = refine
 
     @classmethod
     def from_name(
@@ -246,6 +253,8 @@ class OnnxColorizer:
         device: str = "auto",
         size: int | None = None,
         temperature: float | None = None,
+        tta: bool = True,
+        refine: bool = True,
     ) -> OnnxColorizer:
         """Model ``name`` from ``onnx`` (default: ``<name>.onnx`` in the weights folders)."""
         if onnx is None:
@@ -256,7 +265,7 @@ class OnnxColorizer:
                     f"{', '.join(str(d) for d in weights_dirs())}); make one with "
                     f"`colorcli export --model {name} -o weights/{name}.onnx` or pass --onnx FILE"
                 )
-        colorizer = cls(onnx, device=device, size=size, temperature=temperature)
+        colorizer = cls(onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
         if colorizer.info.model != name:
             raise WeightsError(f"{onnx}: holds model {colorizer.info.model!r}, not {name!r}")
         return colorizer
@@ -272,10 +281,25 @@ class OnnxColorizer:
 
     def predict_chroma(self, L: np.ndarray) -> np.ndarray:
         """L float32 ``(B, 1, h, w)`` in [0, 100], h and w multiples of 32 -> chroma
-        ``(B, 2, h', w')`` (a/b or u/v, decoded)."""
+        ``(B, 2, h', w')`` (a/b or u/v, decoded); with ``tta`` the mean of the chroma of L and
+        (mirrored back) of its mirror image."""
         if L.ndim != 4 or L.shape[1] != 1 or L.shape[2] % MULTIPLE or L.shape[3] % MULTIPLE:
             raise ValueError(f"expected L (B, 1, H, W) with H, W multiples of {MULTIPLE}, got {L.shape}")
+        chroma = self._predict(L)
+        if self.tta:
+            chroma = (chroma + self._predict(L[..., ::-1])[..., ::-1]) / 2
+        return chroma
+
+    def _predict(self, L: np.ndarray) -> np.ndarray:
         return _run(self.session, {INPUT_NAME: np.ascontiguousarray(L, dtype=np.float32)})
+
+    def chroma_for(self, L_net: np.ndarray) -> np.ndarray:
+        """Network view ``(1, 1, h, w)`` -> what :meth:`recombine` takes: chroma, or with
+        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L."""
+        chroma = self.predict_chroma(L_net)
+        if not self.refine:
+            return chroma
+        return refine.guided_coefficients(L_net[0, 0], chroma[0])[None]
 
     def network_input(self, L: np.ndarray) -> np.ndarray:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased bilinear)."""
@@ -300,21 +324,25 @@ class OnnxColorizer:
         return out
 
     def recombine(self, L: np.ndarray, chroma: np.ndarray) -> np.ndarray:
-        """Original L ``(H, W)`` + chroma ``(1, 2, h, w)`` -> sRGB float32 ``(H, W, 3)``."""
+        """Original L ``(H, W)`` + chroma ``(1, 2, h, w)``, or the ``(1, 4, h, w)`` coefficients
+        of :func:`colorcli.refine.guided_coefficients` -> sRGB float32 ``(H, W, 3)``."""
         h, w = L.shape
         c = np.asarray(chroma[0], dtype=np.float32)
+        if c.shape[0] not in (2, refine.COEFFICIENTS):
+            raise ValueError(f"expected 2 chroma channels or {refine.COEFFICIENTS} coefficients, got {chroma.shape}")
         graph = self._graph(self.chroma_space)
         out = np.empty((h, w, 3), dtype=np.float32)
         for r0, r1 in bands(h, w):
             up = upsample_band(c, h, w, r0, r1)
             band_l = np.ascontiguousarray(L[r0:r1], dtype=np.float32)
+            if up.shape[0] == refine.COEFFICIENTS:
+                up = np.ascontiguousarray(refine.apply_coefficients(up, band_l[None]), dtype=np.float32)
             out[r0:r1] = _run(graph, {"L": band_l, "chroma": up})
         return out
 
     def colorize_l(self, L: np.ndarray) -> np.ndarray:
         """L float ``(H, W)`` in [0, 100] -> sRGB float32 ``(H, W, 3)`` of the same size."""
-        chroma = self.predict_chroma(self.network_input(L))
-        return self.recombine(L, chroma)
+        return self.recombine(L, self.chroma_for(self.network_input(L)))
 
     def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""

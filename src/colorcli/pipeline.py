@@ -4,6 +4,11 @@ Used by ``colorize``, ``eval``, training's validation, the ONNX parity check and
 The network sees L resized (aspect kept, short side = ``size``, both sides multiples of 32); its
 chroma is upsampled bilinearly to the photo's exact size and recombined with the ORIGINAL
 full-resolution L, so output keeps every pixel of the input's detail.
+
+Two steps on by default, each with an off switch: ``tta`` averages the chroma of the view and of
+its mirror image (one batch of two), and ``refine`` turns the chroma into guided-filter
+coefficients applied to the full-resolution L (:mod:`colorcli.refine`), so colour follows the
+photo's edges instead of bleeding across them.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorcli import color
+from colorcli import color, refine
 from colorcli.errors import ColorcliError
 from colorcli.models import ColorModel
 from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
@@ -64,12 +69,18 @@ def rgb_to_l(rgb: np.ndarray) -> np.ndarray:
 def recombine(L: np.ndarray, chroma: torch.Tensor, *, space: str = "lab") -> np.ndarray:
     """Original L ``(H, W)`` + chroma ``(1, 2, h, w)`` (any h, w) -> sRGB float ``(H, W, 3)``.
 
+    ``chroma`` may instead hold the ``(1, 4, h, w)`` coefficients of
+    :func:`colorcli.refine.guided_coefficients`: they are upsampled the same way and applied to
+    the full-resolution L.
+
     The chroma is upsampled bilinearly band by band, so a 12 MP photo never holds more than a
     few full-size float planes.
     """
     h, w = L.shape
     to_rgb = color.lab_to_rgb if space == "lab" else color.luv_to_rgb
     chroma = chroma.float().cpu()
+    if chroma.shape[1] not in (2, refine.COEFFICIENTS):
+        raise ValueError(f"expected 2 chroma channels or {refine.COEFFICIENTS} coefficients, got {tuple(chroma.shape)}")
     ch, cw = chroma.shape[-2:]
     out = np.empty((h, w, 3), dtype=np.float32)
     sy = ch / h
@@ -82,6 +93,8 @@ def recombine(L: np.ndarray, chroma: torch.Tensor, *, space: str = "lab") -> np.
         # full-size call, computed only for this band.
         up = _band_interpolate(part, s0, ch, h, w, r0, r1)
         Lt = torch.from_numpy(np.ascontiguousarray(L[r0:r1]))[None, None]
+        if up.shape[1] == refine.COEFFICIENTS:
+            up = refine.apply_coefficients(up, Lt)
         lab = torch.cat([Lt, up], dim=1)
         out[r0:r1] = to_rgb(lab)[0].permute(1, 2, 0).numpy()
     return out
@@ -121,12 +134,16 @@ class Colorizer:
         backend: Backend | None = None,
         chroma_space: str | None = None,
         default_size: int | None = None,
+        tta: bool = True,
+        refine: bool = True,
     ) -> None:
         if model is None and backend is None:
             raise ValueError("need a model or a backend")
         self.model = model
         self.device = torch.device(device) if isinstance(device, str) else device
         self.temperature = temperature
+        self.tta = tta
+        self.refine = refine
         if model is not None:
             model.to(self.device).eval()
             self.chroma_space = model.chroma_space
@@ -146,6 +163,8 @@ class Colorizer:
         device: str = "auto",
         size: int | None = None,
         temperature: float | None = None,
+        tta: bool = True,
+        refine: bool = True,
     ) -> Colorizer:
         """Load model ``name`` from ``weights`` (default: its shipped file)."""
         from colorcli.weights import default_weights_path, load_weights
@@ -164,11 +183,20 @@ class Colorizer:
                     f"`colorcli train --model {name}` or pass --weights FILE"
                 )
         model = load_weights(weights, expect_arch=name)
-        return cls(model, device=resolve_device(device), size=size, temperature=temperature)
+        return cls(model, device=resolve_device(device), size=size, temperature=temperature,
+                   tta=tta, refine=refine)
 
     @torch.inference_mode()
     def predict_chroma(self, L: torch.Tensor) -> torch.Tensor:
-        """L ``(B, 1, h, w)`` at network size -> chroma ``(B, 2, h', w')`` on the CPU."""
+        """L ``(B, 1, h, w)`` at network size -> chroma ``(B, 2, h', w')`` on the CPU; with
+        ``tta`` the mean of the chroma of L and (mirrored back) of its mirror image."""
+        if not self.tta:
+            return self._predict(L)
+        b = L.shape[0]
+        both = self._predict(torch.cat([L, L.flip(-1)]))
+        return (both[:b] + both[b:].flip(-1)) / 2
+
+    def _predict(self, L: torch.Tensor) -> torch.Tensor:
         if self._backend is not None:
             return self._backend(L)
         L = L.to(self.device)
@@ -185,10 +213,18 @@ class Colorizer:
         t = torch.from_numpy(np.ascontiguousarray(L))[None, None]
         return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
+    def chroma_for(self, L_net: torch.Tensor) -> torch.Tensor:
+        """Network view ``(1, 1, h, w)`` -> what :func:`recombine` takes: chroma, or with
+        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L."""
+        chroma = self.predict_chroma(L_net)
+        if not self.refine:
+            return chroma
+        coef = refine.guided_coefficients(L_net[0, 0].numpy(), chroma[0].numpy())
+        return torch.from_numpy(coef)[None]
+
     def colorize_l(self, L: np.ndarray) -> np.ndarray:
         """L float ``(H, W)`` in [0, 100] -> sRGB float ``(H, W, 3)`` of the same size."""
-        chroma = self.predict_chroma(self.network_input(L))
-        return recombine(L, chroma, space=self.chroma_space)
+        return recombine(L, self.chroma_for(self.network_input(L)), space=self.chroma_space)
 
     def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
 from colorcli.errors import ColorcliError
 
 
@@ -25,6 +25,8 @@ def colorize(
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the network runs.")] = "auto",
     size: Annotated[int | None, typer.Option("--size", help="Short side the network sees, a multiple of 32 (default: the model's).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models (lower = more vivid).")] = None,
+    tta: TtaOption = True,
+    refine: RefineOption = True,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")] = False,
     suffix: Annotated[str, typer.Option("--suffix", help="Added to each output file name.")] = "_color",
@@ -51,11 +53,11 @@ def colorize(
         if backend == "onnx":
             from colorcli.onnx_runtime import OnnxColorizer
 
-            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature)
+            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
         else:
             from colorcli.pipeline import Colorizer  # imports torch
 
-            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature)
+            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
         if out_dir is not None:
             prepare_out_dir(out_dir)
     for _, msg in plan.failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +15,10 @@ from colorcli.errors import ColorcliError
 
 out = Console(soft_wrap=True)  # results: stdout
 err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: stderr
+
+# Inference switches shared by colorize, compare and eval (see colorcli.pipeline).
+TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average each photo's colours with those of its mirror image (2 network runs).")]
+RefineOption = Annotated[bool, typer.Option("--refine/--no-refine", help="Edge-aware refinement: colour follows the edges of the full-resolution photo (guided filter).")]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

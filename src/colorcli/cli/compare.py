@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
 from colorcli.errors import ColorcliError
 
 
@@ -25,6 +25,8 @@ def compare(
     weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: model NAME from this weights file (repeatable; implies --model NAME).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Short side the networks see, a multiple of 32 (default: each model's).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models.")] = None,
+    tta: TtaOption = True,
+    refine: RefineOption = True,
     cell: Annotated[int, typer.Option("--cell", min=32, max=2048, help="Long side of each picture on the sheet, pixels.")] = 256,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show only the first N photos.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
@@ -48,7 +50,8 @@ def compare(
         named = parse_named(weights or [], "--weights")
         names = _model_names(model, named)
         colorizers = {
-            n: Colorizer.from_name(n, weights=named.get(n), device=device, size=size, temperature=temperature)
+            n: Colorizer.from_name(n, weights=named.get(n), device=device, size=size, temperature=temperature,
+                                tta=tta, refine=refine)
             for n in names
         }
         found, failed = collect_inputs(inputs, recursive=recursive)
@@ -127,6 +130,6 @@ def _cells(rgb, colorizers: dict, cell: int) -> list:
     L_small = shrink(L[..., None])[..., 0]
     cells = [to_uint8(shrink(rgb))]
     for col in colorizers.values():
-        chroma = col.predict_chroma(col.network_input(L))
+        chroma = col.chroma_for(col.network_input(L))
         cells.append(to_uint8(recombine(L_small, chroma, space=col.chroma_space)))
     return cells

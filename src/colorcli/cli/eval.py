@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from colorcli.cli.common import err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
 
 
 def eval_command(
@@ -28,6 +28,8 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N photos (sorted by name).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Short side the networks see, a multiple of 32 (default: each model's).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models.")] = None,
+    tta: TtaOption = True,
+    refine: RefineOption = True,
     threshold: Annotated[float, typer.Option("--threshold", min=0, help="ab distance under which a pixel counts as correct.")] = 10.0,
     semantic: Annotated[bool, typer.Option("--semantic", help="Also classify ground truth, gray and colorized photos with an ImageNet EfficientNet-Lite0 (top-1/top-5; slower).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Folder for per-image CSV, summary JSON/Markdown, contact sheet and accuracy plot.")] = None,
@@ -57,6 +59,8 @@ def eval_command(
                 limit=limit,
                 size=size,
                 temperature=temperature,
+                tta=tta,
+                refine=refine,
                 threshold=threshold,
                 device=device,
                 semantic=semantic,
