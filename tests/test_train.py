@@ -392,6 +392,7 @@ def test_cli_prepare_train_and_resume(photos, tmp_path):
     assert res.stdout.split()[0] == str(out) and "steps=2" in res.stdout
     assert out.is_file() and checkpoint_path(out).is_file()
     assert "training on cpu" in res.stderr
+    assert "no --val, the latest weights are kept" in res.stderr and "nan" not in res.stderr
     res = runner.invoke(app, [*args, "--resume", str(checkpoint_path(out)), "--max-steps", "4"])
     assert res.exit_code == 0, res.output
     assert res.stdout.split()[0] == str(out) and "steps=4" in res.stdout

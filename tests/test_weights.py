@@ -231,3 +231,12 @@ def test_default_weights_path_honours_the_environment(mcl_file, tmp_path, monkey
     monkeypatch.setenv("COLORCLI_WEIGHTS", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     assert default_weights_path("test_mcl") is None
+
+
+def test_models_command_adds_up_the_init_chain():
+    from colorcli.cli.models import training_minutes
+
+    chain = {"minutes": 19.8, "init": {"minutes": 76.0, "init": {"file": "x", "minutes": 10}}}
+    assert training_minutes(chain) == (105.8, 3)
+    assert training_minutes({"steps": 3}) == (0.0, 0)
+    assert training_minutes({"minutes": 5, "init": {"file": "no minutes recorded"}}) == (5.0, 1)

@@ -438,7 +438,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
 
     def run_validation() -> None:
         nonlocal best
-        res = validate(model, val, device) if val else {"loss": float("nan")}
+        res = validate(model, val, device) if val else {}  # no --val: nothing to measure
         res = {**res, "step": step, "epoch": round(step / steps_per_epoch, 2)}
         history.append(res)
         # Best on validation loss; without a validation set the latest weights are the best.

@@ -33,6 +33,10 @@ class _RichCallbacks:
     def on_validate(self, step: int, result: dict[str, float], best: bool) -> None:
         keys = ("loss", "psnr", "delta_cf", "cf_gap", "auc")
         text = "  ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
+        if not text:
+            err.print(f"saved @ step {step} (epoch {result.get('epoch')}): no --val, the latest weights are kept",
+                      markup=False, highlight=False)
+            return
         # markup=False: rich would swallow "[best]" as a style tag.
         err.print(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}",
                   markup=False, highlight=False)
