@@ -60,7 +60,8 @@ def _child(cfg: dict) -> dict:
         from colorcli import pipeline
 
         if kind == "torch":
-            colorizer = pipeline.Colorizer.from_name(cfg["model"], weights=Path(cfg["weights"]), device=device)
+            colorizer = pipeline.Colorizer.from_name(cfg["model"], weights=Path(cfg["weights"]), device=device,
+                                                     tta=not cfg["plain"], refine=not cfg["plain"])
             work = colorizer.colorize_rgb
         else:
             def work(rgb):
@@ -70,7 +71,8 @@ def _child(cfg: dict) -> dict:
     else:
         from colorcli.onnx_runtime import OnnxColorizer
 
-        colorizer = OnnxColorizer(Path(cfg["onnx"]), device=device, threads=cores or None)
+        colorizer = OnnxColorizer(Path(cfg["onnx"]), device=device, threads=cores or None,
+                                  tta=not cfg["plain"], refine=not cfg["plain"])
         if kind == "onnx":
             work = colorizer.colorize_rgb
         else:
@@ -215,6 +217,8 @@ def main() -> None:
     ap.add_argument("--models", type=str, default=None, help="comma-separated (default: flagship + all others)")
     ap.add_argument("--backends", type=str, default="torch,onnx")
     ap.add_argument("--format", choices=("jpg", "png"), default="jpg", help="output format")
+    ap.add_argument("--plain", action="store_true",
+                    help="colorize as with --no-tta --no-refine (default: colorize's defaults, both on)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs and exports here")
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", type=str, default=None, help=argparse.SUPPRESS)
@@ -258,6 +262,7 @@ def main() -> None:
                     configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"]}))
             for label, backend, cfg in configs:
                 cfg = {**cfg, "device": device, "image": str(path), "repeats": repeats, "cores": args.cores,
+                       "plain": args.plain,
                        "out": str(work / f"out-{os.getpid()}.{args.format}")}
                 res = run_child(cfg)
                 rows.append((mp, device, label, backend, res))
@@ -270,7 +275,8 @@ def main() -> None:
              if lab == "IO floor" and "times" in r}
     # CPU s: CPU time of all the child's threads per image; less disturbed by other load than
     # wall time, and about (wall s x cores) on an idle machine when all cores are busy.
-    # net s: the network alone (median), on the network-size input of that photo.
+    # net s: the network alone (median), on the network-size input of that photo (two passes
+    # with mirror averaging).
     header = ["MP", "device", "model", "backend", "s/image", "min s", "CPU s", "x floor", "net s", "peak RSS MB"]
     table = []
     for mp, d, lab, b, r in rows:
@@ -284,7 +290,8 @@ def main() -> None:
                       f"{statistics.median(r['net']):.3f}" if "net" in r else "", f"{r['rss_mb']:.0f}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
     print(f"colorcli end-to-end colorize: {args.cores or 'all'} CPU core(s), {repeats} timed run(s) after 1 warm-up, "
-          f"grayscale JPEG in, {args.format} out")
+          f"grayscale JPEG in, {args.format} out, "
+          + ("--no-tta --no-refine" if args.plain else "mirror averaging and refinement on (the defaults)"))
     print(fmt_row(header, widths))
     print(fmt_row(["-" * w for w in widths], widths))
     for row in table:
