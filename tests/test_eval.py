@@ -94,6 +94,19 @@ def test_model_scored_through_the_one_pipeline(photos, tiny_weights):
     assert s["delta_cf"] == pytest.approx(np.mean([r["delta_cf"] for r in rows]))
     assert s["cf_gap"] == pytest.approx(abs(np.mean([r["cf_pred"] for r in rows]) - np.mean([r["cf_gt"] for r in rows])))
     np.testing.assert_allclose(res.systems[0].curve.mean(), s["auc"])
+    assert s["settings"] == "size=64 temperature=0.38 tta=on refine=on"
+
+
+def test_eval_switches_reach_the_pipeline(photos, tiny_weights):
+    """--no-tta --no-refine scores exactly what the plain pipeline makes."""
+    res = evaluate(photos, weights={"test_mcl": tiny_weights}, limit=1, tta=False, refine=False,
+                   size=96, temperature=0.5)
+    col = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu", tta=False, refine=False,
+                              size=96, temperature=0.5)
+    name, got = next(iter(res.systems[0].rows.items()))
+    gt = _gt(photos, name)
+    assert got["psnr"] == pytest.approx(metrics.psnr(col.colorize_rgb(gt), gt), rel=1e-6)
+    assert res.summary()["test_mcl"]["settings"] == "size=96 temperature=0.5 tta=off refine=off"
 
 
 def test_pred_dir_matching_resize_and_missing(photos, tmp_path):

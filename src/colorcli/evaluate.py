@@ -120,6 +120,7 @@ class SystemResult:
     name: str
     kind: str  # "model", "baseline" or "pred-dir"
     source: str  # weights file, baseline description or folder
+    settings: str = ""  # a model's inference settings: size, temperature, tta, refine
     rows: dict[str, dict[str, float]] = field(default_factory=dict)
     curve_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(metrics.AUC_THRESHOLDS)))
     missing: list[str] = field(default_factory=list)  # photo names without a prediction
@@ -141,6 +142,8 @@ class SystemResult:
         """
         rows = [{k: v for k, v in r.items() if k not in ("top1", "top5")} for r in self.rows.values()]
         out: dict[str, float | int | str] = {"kind": self.kind, "source": self.source, "images": len(rows)}
+        if self.settings:
+            out["settings"] = self.settings
         means = metrics.summarise(rows)
         out.update(means)
         if means:
@@ -406,7 +409,10 @@ def _evaluate(
         col = Colorizer.from_name(name, weights=weights.get(name), device=device, size=size,
                                   temperature=temperature, tta=tta, refine=refine)
         src = getattr(col.model, "weights_path", weights.get(name))
-        runners.append((SystemResult(name, "model", str(src)), col))
+        temp = getattr(col.model.config, "temperature", None) if col.temperature is None else col.temperature
+        settings = " ".join([f"size={col.size}", *([f"temperature={temp:g}"] if temp is not None else []),
+                             f"tta={'on' if col.tta else 'off'}", f"refine={'on' if col.refine else 'off'}"])
+        runners.append((SystemResult(name, "model", str(src), settings=settings), col))
     for name, d in pred_dirs.items():
         runners.append((SystemResult(name, "pred-dir", str(d)), _PredDir(Path(d))))
     classifier = _Classifier(resolve_device(device)) if semantic else None
