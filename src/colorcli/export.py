@@ -314,19 +314,10 @@ def export_onnx(
     temperature: float | None = None,
 ) -> ExportReport:
     """Export registered model ``name`` from ``weights`` (default: its shipped file) to ``out``."""
-    from colorcli.models import create_model, list_models
-    from colorcli.weights import default_weights_path, load_weights
+    from colorcli.weights import load_named
 
-    if name not in list_models(include_test=True):
-        create_model(name)  # raises UnknownModelError listing the valid names
-    if weights is None:
-        weights = default_weights_path(name)
-        if weights is None:
-            raise ColorcliError(
-                f"model {name!r} has no shipped weights; train it with "
-                f"`colorcli train --model {name}` or pass --weights FILE"
-            )
-    model = load_weights(weights, expect_arch=name)
+    model = load_named(name, weights)
+    weights = weights or model.weights_path
     return export_model(model, out, opset=opset, fp16=fp16, temperature=temperature,
                         weights_path=weights, weights_meta=getattr(model, "weights_meta", None))
 

@@ -167,22 +167,9 @@ class Colorizer:
         refine: bool = True,
     ) -> Colorizer:
         """Load model ``name`` from ``weights`` (default: its shipped file)."""
-        from colorcli.weights import default_weights_path, load_weights
-        from colorcli.models import create_model
+        from colorcli.weights import load_named
 
-        create_model  # noqa: B018 - name check happens below via the registry
-        from colorcli.models.registry import _MODELS
-
-        if name not in _MODELS:
-            create_model(name)  # raises UnknownModelError listing valid names, even with --weights
-        if weights is None:
-            weights = default_weights_path(name)
-            if weights is None:
-                raise ColorcliError(
-                    f"model {name!r} has no shipped weights; train it with "
-                    f"`colorcli train --model {name}` or pass --weights FILE"
-                )
-        model = load_weights(weights, expect_arch=name)
+        model = load_named(name, weights)
         return cls(model, device=resolve_device(device), size=size, temperature=temperature,
                    tta=tta, refine=refine)
 

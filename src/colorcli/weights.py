@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from colorcli import __version__, color
-from colorcli.errors import UnknownModelError, WeightsError
+from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
 from colorcli.models import ColorModel, create_model, list_models
 from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
 
@@ -125,6 +125,21 @@ def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
     matched = {k: v.to(ref[k].dtype) for k, v in state.items() if k in ref and v.shape == ref[k].shape}
     model.load_state_dict(matched, strict=False)
     return len(matched), len(ref)
+
+
+def load_named(name: str, weights: Path | None = None) -> ColorModel:
+    """Registered model ``name`` from ``weights`` (default: its shipped file); one clear error
+    for an unknown name (listing the valid ones) or a model with no weights."""
+    if name not in list_models(include_test=True):
+        create_model(name)  # raises UnknownModelError listing the valid names, even with weights
+    if weights is None:
+        weights = default_weights_path(name)
+        if weights is None:
+            raise ColorcliError(
+                f"model {name!r} has no shipped weights; train it with "
+                f"`colorcli train --model {name}` or pass --weights FILE"
+            )
+    return load_weights(weights, expect_arch=name)
 
 
 def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:

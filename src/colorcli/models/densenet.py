@@ -24,6 +24,7 @@ from torch import nn
 from colorcli import color
 from colorcli.errors import ColorcliError, WeightsError
 from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.layers import UpBlock
 from colorcli.models.registry import register_model
 
 
@@ -133,24 +134,6 @@ class DenseNetEncoder(nn.Module):
         return feats
 
 
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
-
-
-class DecoderStage(nn.Module):
-    """Bilinear upsampling to the skip's size, concatenation, two 3x3 conv + BN + ReLU."""
-
-    def __init__(self, cin: int, cskip: int, cout: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_conv_bn(cin + cskip, cout), _conv_bn(cout, cout))
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.body(torch.cat([x, skip], dim=1))
-
-
 class DenseNetColor(ColorModel):
     """L ``(B, 1, H, W)`` in [0, 100] -> raw ``(B, 2, H/2, W/2)`` = ab / AB_NORM, about [-1, 1]."""
 
@@ -173,7 +156,7 @@ class DenseNetColor(ColorModel):
         stages = []
         for i, cskip in enumerate(skips):
             cout = max(8, w >> i)
-            stages.append(DecoderStage(cin, cskip, cout))
+            stages.append(UpBlock(cin, cskip, cout))
             cin = cout
         self.decoder = nn.ModuleList(stages)
         self.head = nn.Conv2d(cin, 2, 1)

@@ -23,6 +23,7 @@ from colorcli import color
 from colorcli.errors import ColorcliError
 from colorcli.models.base import ColorModel, ModelConfig
 from colorcli.models.effnet import EfficientNetLite0Encoder, load_pretrained_lite0
+from colorcli.models.layers import conv_bn
 from colorcli.models.registry import register_model
 
 # Encoder features used as hypercolumns: strides 4, 8, 16, 32 (indices into its output list).
@@ -48,12 +49,6 @@ class Luv50Config(ModelConfig):
             raise ColorcliError(f"luv50: bins must be at least 2, got {self.bins}")
 
 
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
-
-
 class Luv50(ColorModel):
     """L ``(B, 1, H, W)`` in [0, 100] -> logits ``(B, 2 * bins, H/4, W/4)``: channels
     ``[0, bins)`` are the U logits, ``[bins, 2 * bins)`` the V logits."""
@@ -68,7 +63,7 @@ class Luv50(ColorModel):
             load_pretrained_lite0(self.encoder)
         cin = sum(self.encoder.channels[i] for i in HYPERCOLUMN_FEATURES)
         w = config.head_width
-        self.body = nn.Sequential(_conv_bn(cin, w), _conv_bn(w, w), _conv_bn(w, w))
+        self.body = nn.Sequential(conv_bn(cin, w), conv_bn(w, w), conv_bn(w, w))
         self.head_u = nn.Conv2d(w, config.bins, 1)
         self.head_v = nn.Conv2d(w, config.bins, 1)
         self.register_buffer(

@@ -19,6 +19,7 @@ from torch import nn
 from colorcli import color
 from colorcli.models.base import ColorModel, ModelConfig
 from colorcli.models.effnet import EfficientNetLite0Encoder, load_pretrained_lite0
+from colorcli.models.layers import UpBlock
 from colorcli.models.registry import register_model
 
 
@@ -33,24 +34,6 @@ class ColorNetConfig(ModelConfig):
     sigma: float = 5.0  # soft-encoding and prior-smoothing Gaussian, ab units
     neighbours: int = 5
     default_size: int = 160
-
-
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
-
-
-class UpBlock(nn.Module):
-    """x2 bilinear upsampling, concatenation with the skip feature, two 3x3 conv + BN + ReLU."""
-
-    def __init__(self, cin: int, cskip: int, cout: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_conv_bn(cin + cskip, cout), _conv_bn(cout, cout))
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.body(torch.cat([x, skip], dim=1))
 
 
 class ColorNet(ColorModel):
