@@ -352,6 +352,34 @@ def test_real_validation_and_best_selection(cache, tmp_path, val_dir, monkeypatc
     assert [h["step"] for h in _ckpt(res2.checkpoint)["history"]] == [1, 2, 3, 4, 5]
 
 
+def test_select_by_psnr_and_switching_on_resume(cache, tmp_path, val_dir, monkeypatch):
+    """--select psnr keeps the highest PSNR (not the lowest loss); a resume can switch what it
+    keeps from then on, and the training itself goes on the same."""
+    scripted = iter([(3.0, 20.0), (1.0, 19.0), (2.0, 21.0), (0.5, 20.5),  # run 1: by psnr
+                     (0.4, 20.8), (0.9, 21.5)])  # resumed by loss: step 5 (0.4) < 0.5, then 6 no
+    monkeypatch.setattr(T, "validate", lambda model, val, device: dict(zip(("loss", "psnr"), next(scripted))))
+    seen: list[tuple[int, bool]] = []
+
+    class Seen(TrainCallbacks):
+        def on_validate(self, step, result, best):
+            seen.append((step, best))
+
+    out = tmp_path / "psnr.safetensors"
+    res = train(_cfg(cache, out, max_steps=4, val=str(val_dir), val_every_minutes=0.0, select="psnr"), Seen())
+    assert seen == [(1, True), (2, False), (3, True), (4, False)]
+    assert res.best["step"] == 3 and read_metadata(out)["metrics"]["psnr"] == 21.0
+    assert read_metadata(out)["training"]["select"] == "psnr"
+    # Resumed without --select: the checkpoint's choice (psnr) stays ...
+    assert _ckpt(res.checkpoint)["config"]["select"] == "psnr"
+    # ... and with --select loss it switches: step 5's loss 0.4 beats step 3's 2.0.
+    res2 = train(_cfg(cache, out, max_steps=6, val=str(val_dir), val_every_minutes=0.0,
+                      resume=str(res.checkpoint), select="loss"), Seen())
+    assert seen[4:] == [(5, True), (6, False)]
+    assert res2.best["step"] == 5 and read_metadata(out)["training"]["select"] == "loss"
+    with pytest.raises(TrainingError, match="unknown --select 'ssim'"):
+        train(_cfg(cache, tmp_path / "x.safetensors", max_steps=1, select="ssim"))
+
+
 def test_time_budget_counts_validation_and_stops_the_run(cache, tmp_path, val_dir, monkeypatch):
     import time
 

@@ -67,6 +67,7 @@ class TrainConfig:
     ckpt_every_minutes: float = 5.0
     cache_dir: str = ".cache"
     max_steps: int | None = None  # hard cap (tests, smoke runs)
+    select: str | None = None  # validation figure that picks the weights kept (None: "loss")
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     command: str = ""
 
@@ -76,6 +77,18 @@ class TrainConfig:
 _SESSION_FIELDS = ("out", "device", "cache_dir", "resume", "command")
 # ... and the budget: naming any of these on resume replaces the whole budget.
 _BUDGET_FIELDS = ("minutes", "epochs", "max_steps")
+
+# What --select can keep the best weights by: validation figure -> higher is better. The loss
+# is the training objective; for the bin models it rewards rare colours (class rebalancing), so
+# it does not always agree with what eval reports: "psnr" keeps the most accurate colours.
+SELECT = {"loss": False, "psnr": True, "auc": True, "delta_cf": False}
+
+
+def _improves(res: dict[str, float], best: dict[str, float], key: str) -> bool:
+    """``res`` is at least as good as ``best`` on ``key`` (anything beats nothing)."""
+    if key not in best:
+        return True
+    return res[key] >= best[key] if SELECT[key] else res[key] <= best[key]
 
 
 @dataclasses.dataclass
@@ -204,6 +217,8 @@ def _merge_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig
     merged = {k: v for k, v in saved.items() if k in known}  # checkpoints of older versions
     if any(getattr(cfg, k) is not None for k in _BUDGET_FIELDS):
         merged.update({k: getattr(cfg, k) for k in _BUDGET_FIELDS})
+    if cfg.select is not None:  # the weights kept from here on; the training itself is the same
+        merged["select"] = cfg.select
     merged.update({k: getattr(cfg, k) for k in _SESSION_FIELDS})
     merged["command"] = saved.get("command", "")  # the original; later ones go in "sessions"
     return TrainConfig(**merged)
@@ -273,6 +288,9 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         cfg = _merge_resume_config(cfg, state["config"])
     if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
         raise TrainingError("give --minutes, --epochs or --max-steps")
+    select = cfg.select or "loss"
+    if select not in SELECT:
+        raise TrainingError(f"unknown --select {select!r}; use {', '.join(SELECT)}")
 
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
@@ -422,6 +440,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             "size": cfg.size,
             "lr": cfg.lr,
             "seed": cfg.seed,
+            "select": select,
             "minutes": round(seconds / 60, 1),
             "device": (
                 torch.cuda.get_device_name() if device.type == "cuda"
@@ -441,8 +460,8 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         res = validate(model, val, device) if val else {}  # no --val: nothing to measure
         res = {**res, "step": step, "epoch": round(step / steps_per_epoch, 2)}
         history.append(res)
-        # Best on validation loss; without a validation set the latest weights are the best.
-        improved = not val or not best or res["loss"] <= best.get("loss", float("inf"))
+        # Best on the --select figure; without a validation set the latest weights are the best.
+        improved = not val or not best or _improves(res, best, select)
         if improved:
             best = res
             save_weights(model, out, training=training_meta(), metrics={"val": cfg.val, **res})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -51,7 +51,7 @@ def train(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (best on validation).")],
     data: Annotated[list[str] | None, typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable; not needed with --resume.")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Folder of colour photos for validation.")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue exactly (OUT.ckpt). Its settings are kept; --out, --device, --cache-dir and a new budget (--minutes/--epochs/--max-steps) are taken from this command.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue exactly (OUT.ckpt). Its settings are kept; --out, --device, --cache-dir, --select and a new budget (--minutes/--epochs/--max-steps) are taken from this command.")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from a .safetensors weights file, fresh optimizer and schedule. Same model: rebuilt from its metadata; another model (e.g. l2 from mcl): the tensors that match by name and shape are copied.")] = None,
     minutes: Annotated[float | None, typer.Option("--minutes", help="Training time budget in minutes.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Number of epochs (may be fractional).")] = None,
@@ -64,6 +64,7 @@ def train(
     val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    select: Annotated[Literal["loss", "psnr", "auc", "delta_cf"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc or delta_cf. On --resume, changes what is kept from then on.")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""
@@ -75,7 +76,7 @@ def train(
         resume=str(resume) if resume else None, init=str(init) if init else None,
         minutes=minutes, epochs=epochs, batch_size=batch_size, size=size, device=device, lr=lr,
         freeze_frac=freeze_frac, val_limit=val_limit, val_every_minutes=val_every,
-        max_steps=max_steps, seed=seed, cache_dir=str(cache_dir),
+        max_steps=max_steps, seed=seed, cache_dir=str(cache_dir), select=select,
         command="colorcli " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     columns = (
