@@ -8,7 +8,8 @@ coefficients (:mod:`colorcli.refine`, unless ``refine=False``) -> bilinear upsam
 photo's exact size -> recombined with the ORIGINAL full-resolution L -> sRGB, in memory-bounded
 bands.
 
-Nothing here imports torch: ``onnxruntime``, ``numpy`` and ``pillow`` are enough.
+Nothing here imports torch: ``onnxruntime``, ``numpy``, ``pillow`` and (for the refinement)
+``scipy`` are enough.
 
 - The network file comes from ``colorcli export``: it maps L ``(B, 1, H, W)`` in [0, 100]
   (H, W multiples of 32) to DECODED chroma ``(B, 2, H/s, W/s)`` (the annealed mean or the
@@ -133,7 +134,8 @@ def upsample_band(chroma: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.nd
     x0, x1, wx = linear_taps(cw, w)
     # One channel at a time into a C-contiguous result: gathering all channels at once leaves
     # numpy's fancy-index output in a strided layout that made this and every later
-    # elementwise step on it several times slower (4 channels, 12 MP: 0.6 s -> 0.26 s).
+    # elementwise step on it several times slower (upsampling and applying the 4 refinement
+    # coefficients over all bands of a 12 MP photo, 1 thread: 0.79 s -> 0.27 s).
     out = np.empty((n, r1 - r0, w), dtype=np.float32)
     for c in range(n):
         np.multiply(rows[c][:, x0], 1 - wx, out=out[c])
