@@ -109,6 +109,15 @@ def test_eval_switches_reach_the_pipeline(photos, tiny_weights):
     assert res.summary()["test_mcl"]["settings"] == "size=96 temperature=0.5 tta=off refine=off"
 
 
+def test_eval_settings_name_no_temperature_for_regression(photos, tmp_path):
+    from colorcli.models import create_model
+    from colorcli.weights import save_weights
+
+    path = save_weights(create_model("test_l2"), tmp_path / "l2.safetensors")
+    res = evaluate(photos, weights={"test_l2": path}, limit=1, temperature=0.5)
+    assert res.summary()["test_l2"]["settings"] == "size=64 tta=on refine=on"
+
+
 def test_pred_dir_matching_resize_and_missing(photos, tmp_path):
     """Ground-truth copies score perfectly; wrong size is resized (noted); absent is counted."""
     preds = tmp_path / "other_tool"

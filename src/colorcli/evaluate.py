@@ -33,6 +33,7 @@ from colorcli import metrics
 from colorcli.batch import collect_inputs
 from colorcli.errors import ColorcliError
 from colorcli.imageio import IMAGE_SUFFIXES, read_photo, to_uint8
+from colorcli.models.base import effective_temperature
 from colorcli.pipeline import Colorizer, resolve_device, rgb_to_l
 
 GRAY = "gray"
@@ -409,7 +410,7 @@ def _evaluate(
         col = Colorizer.from_name(name, weights=weights.get(name), device=device, size=size,
                                   temperature=temperature, tta=tta, refine=refine)
         src = getattr(col.model, "weights_path", weights.get(name))
-        temp = getattr(col.model.config, "temperature", None) if col.temperature is None else col.temperature
+        temp = effective_temperature(col.model, col.temperature)
         settings = " ".join([f"size={col.size}", *([f"temperature={temp:g}"] if temp is not None else []),
                              f"tta={'on' if col.tta else 'off'}", f"refine={'on' if col.refine else 'off'}"])
         runners.append((SystemResult(name, "model", str(src), settings=settings), col))

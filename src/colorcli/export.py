@@ -38,6 +38,7 @@ from colorcli import __version__, color
 from colorcli.errors import ColorcliError
 from colorcli.imageio import atomic_write_bytes
 from colorcli.models import ColorModel
+from colorcli.models.base import effective_temperature
 from colorcli.onnx_runtime import (
     COLOR_GRAPHS,
     GRAPH_DIR,
@@ -179,13 +180,6 @@ def _check_model(data: bytes, what: str):
     return proto
 
 
-def _effective_temperature(model: ColorModel, temperature: float | None) -> float | None:
-    info = model.decode_info()
-    if "temperature" not in info:
-        return None  # regression: decoding has no temperature (the torch backend ignores it too)
-    return float(info["temperature"] if temperature is None else temperature)
-
-
 def export_model(
     model: ColorModel,
     out: Path,
@@ -213,7 +207,7 @@ def export_model(
     _check_opset(opset)
     arch = model.arch
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
-    temp = _effective_temperature(model, temperature)
+    temp = effective_temperature(model, temperature)
     if temp is not None and not (math.isfinite(temp) and temp > 0):
         raise ExportError(f"--temperature must be a positive number, got {temp}")
     wrapper = _Decoded(model, temperature=temp).eval()

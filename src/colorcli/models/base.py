@@ -54,5 +54,14 @@ class ColorModel(nn.Module):
         """Classification models set their class-rebalancing prior from training data."""
 
 
+def effective_temperature(model: ColorModel, temperature: float | None) -> float | None:
+    """The decoding temperature ``model`` runs at given a ``--temperature`` (None: its own), or
+    None for models whose decoding has none (regression: the option is ignored)."""
+    info = model.decode_info()
+    if "temperature" not in info:
+        return None
+    return float(info["temperature"] if temperature is None else temperature)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
