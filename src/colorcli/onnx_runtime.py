@@ -336,16 +336,14 @@ class OnnxColorizer:
         """Original L ``(H, W)`` + chroma ``(1, 2, h, w)``, or the ``(1, 4, h, w)`` coefficients
         of :func:`colorcli.refine.guided_coefficients` -> sRGB float32 ``(H, W, 3)``."""
         h, w = L.shape
+        refine.check_channels(chroma.shape)
         c = np.asarray(chroma[0], dtype=np.float32)
-        if c.shape[0] not in (2, refine.COEFFICIENTS):
-            raise ValueError(f"expected 2 chroma channels or {refine.COEFFICIENTS} coefficients, got {chroma.shape}")
         graph = self._graph(self.chroma_space)
         out = np.empty((h, w, 3), dtype=np.float32)
         for r0, r1 in bands(h, w):
             up = upsample_band(c, h, w, r0, r1)
             band_l = np.ascontiguousarray(L[r0:r1], dtype=np.float32)
-            if up.shape[0] == refine.COEFFICIENTS:
-                up = np.ascontiguousarray(refine.apply_coefficients(up, band_l[None]), dtype=np.float32)
+            up = refine.as_chroma(up, band_l[None])
             out[r0:r1] = _run(graph, {"L": band_l, "chroma": up})
         return out
 

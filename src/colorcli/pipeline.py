@@ -79,8 +79,7 @@ def recombine(L: np.ndarray, chroma: torch.Tensor, *, space: str = "lab") -> np.
     h, w = L.shape
     to_rgb = color.lab_to_rgb if space == "lab" else color.luv_to_rgb
     chroma = chroma.float().cpu()
-    if chroma.shape[1] not in (2, refine.COEFFICIENTS):
-        raise ValueError(f"expected 2 chroma channels or {refine.COEFFICIENTS} coefficients, got {tuple(chroma.shape)}")
+    refine.check_channels(chroma.shape)
     ch, cw = chroma.shape[-2:]
     out = np.empty((h, w, 3), dtype=np.float32)
     sy = ch / h
@@ -93,9 +92,7 @@ def recombine(L: np.ndarray, chroma: torch.Tensor, *, space: str = "lab") -> np.
         # full-size call, computed only for this band.
         up = _band_interpolate(part, s0, ch, h, w, r0, r1)
         Lt = torch.from_numpy(np.ascontiguousarray(L[r0:r1]))[None, None]
-        if up.shape[1] == refine.COEFFICIENTS:
-            up = refine.apply_coefficients(up, Lt)
-        lab = torch.cat([Lt, up], dim=1)
+        lab = torch.cat([Lt, refine.as_chroma(up, Lt)], dim=1)
         out[r0:r1] = to_rgb(lab)[0].permute(1, 2, 0).numpy()
     return out
 

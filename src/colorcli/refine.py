@@ -67,6 +67,18 @@ def guided_coefficients(
     return out
 
 
+def check_channels(shape: tuple[int, ...]) -> None:
+    """What recombination accepts: ``(1, 2, h, w)`` chroma or ``(1, 4, h, w)`` coefficients."""
+    if len(shape) != 4 or shape[1] not in (2, COEFFICIENTS):
+        raise ValueError(f"expected 2 chroma channels or {COEFFICIENTS} coefficients, got {tuple(shape)}")
+
+
+def as_chroma(up, L):
+    """An upsampled band of chroma or of coefficients ``(..., 2 or 4, r, w)`` -> chroma, with
+    L ``(..., 1, r, w)`` of the same rows (numpy or torch alike)."""
+    return apply_coefficients(up, L) if up.shape[-3] == COEFFICIENTS else up
+
+
 def apply_coefficients(coef, L):
     """Chroma from coefficients: ``coef (..., 4, r, w)`` and L ``(..., 1, r, w)`` in [0, 100]
     (numpy arrays or torch tensors alike) -> chroma ``(..., 2, r, w)``."""
