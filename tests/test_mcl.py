@@ -245,3 +245,18 @@ def test_model_loss_pools_targets_to_the_output_grid():
     got = model.loss(logits, {"L": torch.full((1, 1, 32, 32), 50.0), "ab": ab})
     want = rebalanced_cross_entropy(logits, ab[:, :, :8, :8], CENTRES, model.class_weights)
     torch.testing.assert_close(got, want)
+
+
+def test_reg_weight_adds_the_decoded_ab_l2_term():
+    torch.manual_seed(0)
+    plain = create_model("test_mcl")
+    reg = create_model("test_mcl", reg_weight=10.0)
+    reg.load_state_dict(plain.state_dict())
+    L = torch.rand(2, 1, 64, 64) * 100
+    ab = torch.randn(2, 2, 64, 64) * 30
+    batch = {"L": L, "ab": ab}
+    raw = plain(L)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(ab, raw.shape[-2:])
+    expect = plain.loss(raw, batch) + 10.0 * torch.mean((plain.decode(raw) / 110 - pooled / 110) ** 2)
+    assert float(reg.loss(raw, batch)) == pytest.approx(float(expect), rel=1e-5)
+    assert float(reg.loss(raw, batch)) > float(plain.loss(raw, batch))

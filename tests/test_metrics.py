@@ -96,6 +96,40 @@ def test_colourfulness_two_halves():
     assert metrics.colourfulness(img) == pytest.approx(1.3 * math.hypot(rg, yb))
 
 
+def test_colourfulness_takes_absolute_opponents_like_ddcolor():
+    """Half red, half green: R − G is +255 and −255, so the signed form has mean 0 and σ 255,
+    the absolute form (DDColor's calculate_cf) mean 255 and σ 0: the two differ."""
+    img = np.zeros((H, W, 3))
+    img[:, : W // 2, 0] = 1.0
+    img[:, W // 2 :, 1] = 1.0
+    rg_abs, yb_abs = 255.0, 127.5  # |R − G| everywhere 255; |(R + G)/2 − B| everywhere 127.5
+    assert metrics.colourfulness(img) == pytest.approx(0.3 * math.hypot(rg_abs, yb_abs))
+
+
+def test_neutral_scores_on_hand_made_ab_planes():
+    gt = np.zeros((10, 10, 2), np.float32)
+    gt[:5] = (30.0, 40.0)  # chroma 50: not neutral; the lower half (chroma 0) is neutral
+    pred = np.zeros_like(gt)
+    pred[5:, :4] = (0.0, 25.0)  # 20 of the 50 neutral pixels get chroma 25 (> 20)
+    pred[5:, 4:] = (3.0, 4.0)  # the other 30 get chroma 5
+    m = metrics.neutral_scores(pred, gt)
+    assert m["neutral_chroma"] == pytest.approx((20 * 25 + 30 * 5) / 50)
+    assert m["neutral_over20"] == pytest.approx(20 / 50)
+    gt[:] = (30.0, 40.0)
+    gt[0, 0] = 0.0  # 1 % neutral: under 2 %, no figure
+    assert all(math.isnan(v) for v in metrics.neutral_scores(pred, gt).values())
+
+
+def test_neutral_chroma_through_rgb():
+    """A gray truth and a gray-with-a-cast prediction: the figure is the cast's Lab chroma."""
+    gt = _const((0.5, 0.5, 0.5))
+    pred = _const((0.6, 0.5, 0.4))
+    m = metrics.image_metrics(pred, gt)
+    lab = color.rgb_to_lab(torch.from_numpy(pred[:1, :1]).permute(2, 0, 1)[None].float())[0, 1:, 0, 0]
+    assert m["neutral_chroma"] == pytest.approx(float(torch.hypot(lab[0], lab[1])), rel=1e-3)
+    assert m["neutral_over20"] == 0.0
+
+
 def test_delta_cf_closed_form():
     gt = _const((200 / 255, 100 / 255, 50 / 255))
     pred = _const((0.5, 0.5, 0.5))
@@ -172,10 +206,10 @@ def test_image_metrics_keys_and_prepared_path_agree():
     m = metrics.image_metrics(pred, gt, threshold=7)
     assert set(m) == set(metrics.METRIC_LABELS) == {
         "ab_l2", "ab_l2_total", "pixel_acc", "auc", "psnr", "ssim", "cf_pred", "cf_gt",
-        "delta_cf", "sat_diff", "bin_acc_u", "bin_acc_v",
+        "delta_cf", "sat_diff", "bin_acc_u", "bin_acc_v", "neutral_chroma", "neutral_over20",
     }
     m2, curve = metrics.compare(metrics.prepare(pred), metrics.prepare(gt), threshold=7)
-    assert m2 == m
+    assert m2 == pytest.approx(m, rel=0, abs=0, nan_ok=True)  # random planes: no neutral pixels, NaN
     assert m["auc"] == pytest.approx(curve.mean())
     assert np.all(np.diff(curve) >= 0) and curve[-1] <= 1
     assert m["ab_l2"] == pytest.approx(metrics.ab_error(pred, gt).mean())

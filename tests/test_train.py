@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from colorcli import train as T
 from colorcli.cli import app
-from colorcli.data import prepare
+from colorcli.data import CachedImages, prepare
 from colorcli.errors import TrainingError, WeightsError
 from colorcli.models.mcl import ColorNet
 from colorcli.train import TrainCallbacks, TrainConfig, checkpoint_path, train
@@ -242,11 +242,31 @@ def test_init_from_shipped_weights(cache, tmp_path):
     for name in params:
         assert torch.equal(a[name], b[name]), name
     assert any(not torch.equal(a[k], b[k]) for k in a if k.endswith("running_mean"))
-    for name in ("centres", "prior", "class_weights"):  # the file's prior, not recomputed
-        assert torch.equal(a[name], b[name])
+    assert torch.equal(a["centres"], b["centres"])
+    # The rebalancing prior is recomputed from the data trained on now (it may be wider than
+    # the file's): the same as a fresh model's on this cache.
+    fresh = T.create_model("test_mcl", decoder_width=24)
+    fresh.set_prior(CachedImages(cache).bin_counts)
+    for name in ("prior", "class_weights"):
+        assert torch.equal(fresh.state_dict()[name].half(), b[name])  # weights are stored fp16
     # A resume of the init run rebuilds the file's architecture.
     res2 = train(_cfg(cache, second, max_steps=3, resume=str(res.checkpoint)))
     assert res2.steps == 3 and read_metadata(second)["training"]["init"]["file"] == str(first)
+
+
+def test_init_model_arg_changes_only_loss_and_decoding(cache, tmp_path):
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=1))
+    second = tmp_path / "second.safetensors"
+    train(_cfg(cache, second, max_steps=1, init=str(first), model_args={"reg_weight": 3, "temperature": "0.5"}))
+    cfg = read_metadata(second)["config"]
+    assert cfg["reg_weight"] == 3.0 and cfg["temperature"] == 0.5
+    with pytest.raises(TrainingError, match="decoder_width would change the architecture"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first),
+                   model_args={"decoder_width": 8}))
+    with pytest.raises(TrainingError, match="--model-arg"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first),
+                   model_args={"lam": "lots"}))
 
 
 def test_init_from_another_model_copies_matching_tensors(cache, tmp_path):

@@ -43,7 +43,16 @@ METRIC_LABELS = {
     "sat_diff": "|sum S_pred - sum S_gt| / sum S_gt, S = HSV saturation",
     "bin_acc_u": "fraction of pixels whose CIELUV U falls in the ground truth's bin (50 bins)",
     "bin_acc_v": "fraction of pixels whose CIELUV V falls in the ground truth's bin (50 bins)",
+    "neutral_chroma": "mean predicted chroma sqrt(a^2+b^2) on pixels whose true chroma < 6 "
+                      "(photos with < 2% such pixels left out)",
+    "neutral_over20": "share of those neutral pixels given chroma > 20",
 }
+
+# False colour on neutral things: pixels whose true chroma is below NEUTRAL_CHROMA count as
+# neutral; photos with fewer than NEUTRAL_MIN_SHARE of them have no neutral figure (NaN).
+NEUTRAL_CHROMA = 6.0
+NEUTRAL_MIN_SHARE = 0.02
+NEUTRAL_FALSE = 20.0
 
 
 def _tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -147,14 +156,17 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(H, W, 3)`` scaled to 0..255.
+    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(H, W, 3)`` scaled to 0..255, on
+    rg = |R − G| and yb = |(R + G)/2 − B|.
 
     On the float values: rounding to 8 bits would turn the last-digit noise of a neutral
     image's conversion (r, g, b equal to ~2e-5) into whole steps and a colourfulness above 0.
     """
     x = np.clip(rgb, 0, 1).astype(np.float64) * 255
-    rg = x[..., 0] - x[..., 1]
-    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    # Absolute opponent values before the statistics, as the field's tables compute it
+    # (DDColor's and CT2's ``calculate_cf``), so our figures compare with published ones.
+    rg = np.abs(x[..., 0] - x[..., 1])
+    yb = np.abs(0.5 * (x[..., 0] + x[..., 1]) - x[..., 2])
     return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
 
 
@@ -191,6 +203,18 @@ def accuracy_curve(err: np.ndarray, thresholds: np.ndarray = AUC_THRESHOLDS) -> 
     """Fraction of pixels with ab error ≤ t, for each threshold t."""
     e = np.sort(err.ravel())
     return np.searchsorted(e, thresholds, side="right") / e.size
+
+
+def neutral_scores(ab_pred: np.ndarray, ab_gt: np.ndarray) -> dict[str, float]:
+    """False colour on neutral things, from ab planes ``(H, W, 2)``: the mean predicted chroma on
+    pixels whose true chroma is below :data:`NEUTRAL_CHROMA`, and the share of them given chroma
+    above :data:`NEUTRAL_FALSE`. Both NaN when under :data:`NEUTRAL_MIN_SHARE` of the pixels are
+    neutral."""
+    neutral = np.hypot(ab_gt[..., 0], ab_gt[..., 1]) < NEUTRAL_CHROMA
+    if neutral.mean() < NEUTRAL_MIN_SHARE:
+        return {"neutral_chroma": float("nan"), "neutral_over20": float("nan")}
+    chroma = np.hypot(ab_pred[..., 0], ab_pred[..., 1])[neutral]
+    return {"neutral_chroma": float(chroma.mean()), "neutral_over20": float((chroma > NEUTRAL_FALSE).mean())}
 
 
 def ab_scores(
@@ -259,6 +283,7 @@ def compare(
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
     out, curve = ab_scores(pred.ab, gt.ab, threshold=threshold)
+    out.update(neutral_scores(pred.ab, gt.ab))
     u_acc, v_acc = _bin_accuracy(pred.uv_bins, gt.uv_bins)
     out.update(
         psnr=_psnr8(pred.rgb8, gt.rgb8),

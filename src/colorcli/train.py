@@ -81,7 +81,15 @@ _BUDGET_FIELDS = ("minutes", "epochs", "max_steps")
 # What --select can keep the best weights by: validation figure -> higher is better. The loss
 # is the training objective; for the bin models it rewards rare colours (class rebalancing), so
 # it does not always agree with what eval reports: "psnr" keeps the most accurate colours.
-SELECT = {"loss": False, "psnr": True, "auc": True, "delta_cf": False}
+# "combined" is PSNR less 0.2 dB for each unit of CF gap past 3 and of neutral chroma past 7:
+# the most accurate weights among those that are neither dull nor casting colour on gray things.
+SELECT = {"loss": False, "psnr": True, "auc": True, "delta_cf": False, "neutral_chroma": False, "combined": True}
+
+
+def combined_score(res: dict[str, float]) -> float:
+    """The ``--select combined`` figure of a validation summary (higher is better)."""
+    neutral = res["neutral_chroma"] if math.isfinite(res["neutral_chroma"]) else 0.0
+    return res["psnr"] - 0.2 * max(0.0, res["cf_gap"] - 3.0) - 0.2 * max(0.0, neutral - 7.0)
 
 
 def _improves(res: dict[str, float], best: dict[str, float], key: str) -> bool:
@@ -211,6 +219,26 @@ def _with_pretrained_flag(model: ColorModel, pretrained: bool) -> ColorModel:
     return model
 
 
+def _tune_config(model: ColorModel, overrides: dict[str, Any], init_path: Path) -> None:
+    """Apply ``--model-arg`` values to a model warm-started from ``init_path``: only the fields
+    its config calls tunable (loss and decoding), each converted to that field's type."""
+    if not overrides:
+        return
+    tunable = type(model.config).tunable
+    bad = sorted(set(overrides) - set(tunable))
+    if bad:
+        raise TrainingError(
+            f"{init_path}: --model-arg {', '.join(bad)} would change the architecture of a trained "
+            f"file; on --init only {', '.join(tunable) or 'nothing'} may change"
+        )
+    types = {f.name: type(f.default) for f in dataclasses.fields(model.config)}
+    try:
+        values = {k: types[k](v) for k, v in overrides.items()}
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"--model-arg: {exc}") from None
+    model.config = dataclasses.replace(model.config, **values)
+
+
 def _merge_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
     """The checkpoint's settings, with this session's fields and (if given) budget."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -255,11 +283,13 @@ def validate(
                 losses.append(float(model.loss(raw, batch)))
                 pred = col.colorize_rgb(rgb)
                 m = metrics.image_metrics(pred, rgb)
-                rows.append({k: m[k] for k in ("psnr", "delta_cf", "cf_pred", "cf_gt", "auc", "ab_l2")})
+                rows.append({k: m[k] for k in ("psnr", "delta_cf", "cf_pred", "cf_gt", "auc", "ab_l2",
+                                               "neutral_chroma", "neutral_over20")})
     finally:
         model.train(was_training)
     out = metrics.summarise(rows)
     out["cf_gap"] = abs(out["cf_pred"] - out["cf_gt"])
+    out["combined"] = combined_score(out)
     out["loss"] = float(np.mean(losses))
     return out
 
@@ -348,8 +378,12 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         model = load_weights(init_path, expect_arch=cfg.model)  # strict; WeightsError names it
         meta = model.weights_meta
         _with_pretrained_flag(model, bool(meta["config"].get("pretrained")))
+        _tune_config(model, cfg.model_args, init_path)
+        if hasattr(model, "set_prior"):
+            # Rebalance for the data trained on now (it may be wider than the file's).
+            model.set_prior(data.bin_counts)
         # The architecture is the file's: a resume of this run must rebuild the same one.
-        model_args = {k: v for k, v in meta["config"].items() if k != "pretrained"}
+        model_args = {k: v for k, v in model.config_dict().items() if k != "pretrained"}
         cfg = dataclasses.replace(cfg, model_args=model_args)
         prev = meta.get("training", {})
         init_info = {
@@ -364,8 +398,8 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             model.set_prior(data.bin_counts)
     model.train()
     model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # Channels-last on CPU too: oneDNN's convolutions run faster in NHWC (bench_train.py).
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
@@ -499,8 +533,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_mult"]
         rgb = augment_batch(data.images[np.sort(idx)], size=cfg.size, generator=gen).to(device)
-        if device.type == "cuda":
-            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        rgb = rgb.contiguous(memory_format=torch.channels_last)
         lab = color.rgb_to_lab(rgb)
         batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
         if hasattr(model, "encoder"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ class _RichCallbacks:
         self.progress.update(self.task, completed=step, total=total_steps, loss=f"loss {loss:.4f} ({phase})")
 
     def on_validate(self, step: int, result: dict[str, float], best: bool) -> None:
-        keys = ("loss", "psnr", "delta_cf", "cf_gap", "auc")
+        keys = ("loss", "psnr", "delta_cf", "cf_gap", "neutral_chroma", "auc", "combined")
         text = "  ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
         if not text:
             err.print(f"saved @ step {step} (epoch {result.get('epoch')}): no --val, the latest weights are kept",
@@ -64,19 +65,30 @@ def train(
     val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    select: Annotated[Literal["loss", "psnr", "auc", "delta_cf"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc or delta_cf. On --resume, changes what is kept from then on.")] = None,
+    select: Annotated[Literal["loss", "psnr", "auc", "delta_cf", "neutral_chroma", "combined"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc, delta_cf, neutral_chroma, or combined (PSNR less 0.2 dB per unit of CF gap past 3 and of neutral chroma past 7). On --resume, changes what is kept from then on.")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight).")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""
     from colorcli.train import TrainConfig
     from colorcli.train import train as run_train
 
+    model_args = {}
+    for item in model_arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            err.print(f"--model-arg {item!r}: expected KEY=VALUE", highlight=False, markup=False)
+            raise typer.Exit(2)
+        try:  # numbers and booleans as JSON reads them; anything else stays text
+            model_args[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            model_args[key.strip()] = value.strip()
     cfg = TrainConfig(
         model=model, data=[str(d) for d in data or []], out=str(out_path), val=str(val) if val else None,
         resume=str(resume) if resume else None, init=str(init) if init else None,
         minutes=minutes, epochs=epochs, batch_size=batch_size, size=size, device=device, lr=lr,
         freeze_frac=freeze_frac, val_limit=val_limit, val_every_minutes=val_every,
-        max_steps=max_steps, seed=seed, cache_dir=str(cache_dir), select=select,
+        max_steps=max_steps, seed=seed, cache_dir=str(cache_dir), select=select, model_args=model_args,
         command="colorcli " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     columns = (

@@ -16,6 +16,9 @@ class ModelConfig:
     default_size: int = 160  # short side the network sees at inference, a multiple of 32; 160 measured best for
     # models trained on the 128-px cache (val, first 150 photos: mcl PSNR 21.57 at 160, 20.49 at 224, 21.28 at 128)
     pretrained: bool = False  # load pretrained encoder weights when building for training
+    # Fields that only change the loss or the decoding, never a tensor's shape: a warm start
+    # from a trained file (``train --init``) may change them with ``--model-arg``.
+    tunable: ClassVar[tuple[str, ...]] = ()
 
 
 class ColorModel(nn.Module):

@@ -9,7 +9,7 @@ loss, the comparison the paper makes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ from colorcli.models.registry import register_model
 
 @dataclasses.dataclass(frozen=True)
 class ColorNetConfig(ModelConfig):
+    # Loss and decoding settings: ``train --init FILE --model-arg KEY=VALUE`` may change these
+    # without changing any tensor's shape.
+    tunable: ClassVar[tuple[str, ...]] = ("temperature", "lam", "sigma", "neighbours", "reg_weight")
+
     head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
     decoder_width: int = 128  # channels of the deepest decoder stage; halves towards stride 4
     width_div: int = 1  # >1 shrinks the encoder (tiny test variants only)
@@ -33,6 +37,10 @@ class ColorNetConfig(ModelConfig):
     lam: float = 0.5  # class-rebalancing mix with the uniform distribution
     sigma: float = 5.0  # soft-encoding and prior-smoothing Gaussian, ab units
     neighbours: int = 5
+    # Weight of an L2 term on the decoded (annealed-mean) ab, in units of (ab / 110)^2, beside
+    # the rebalanced cross-entropy: it pulls the decoded colour toward the truth where the
+    # distribution is unsure, against the confident wrong colours of the pure classifier.
+    reg_weight: float = 0.0
     default_size: int = 160
 
 
@@ -90,10 +98,14 @@ class ColorNet(ColorModel):
     def loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ab = F.adaptive_avg_pool2d(batch["ab"], raw.shape[-2:])
         if self.config.head == "bins":
-            return rebalanced_cross_entropy(
+            ce = rebalanced_cross_entropy(
                 raw, ab, self.centres, self.class_weights,
                 neighbours=self.config.neighbours, sigma=self.config.sigma,
             )
+            if self.config.reg_weight == 0:
+                return ce
+            decoded = self.decode(raw)
+            return ce + self.config.reg_weight * F.mse_loss(decoded.float() / color.AB_NORM, ab.float() / color.AB_NORM)
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
 
     def decode_info(self) -> dict[str, Any]:
