@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from colorcli.batch import Job, plan_jobs, run_jobs
 from colorcli.cli import app
 from colorcli.imageio import read_photo
-from colorcli.pipeline import Colorizer
+from colorcli.inference import Colorizer, InferenceSettings
 
 
 def _run(*args: str):
@@ -58,7 +58,7 @@ def test_outputs_keep_size_and_L(photo_dir, tiny_weights, tmp_path):
     assert res.exit_code == 0, res.stderr
     src, out = read_photo(photo_dir / "b.png"), read_photo(tmp_path / "b_color.png")
     assert out.size == src.size == (53, 37)
-    from colorcli.pipeline import rgb_to_l
+    from colorcli.inference.render import rgb_to_l
 
     assert np.abs(rgb_to_l(src.rgb) - rgb_to_l(out.rgb)).mean() < 0.5
     assert np.abs(out.rgb[..., 0] - out.rgb[..., 2]).mean() > 0.005  # it has colour now
@@ -243,7 +243,7 @@ def test_same_output_for_every_worker_count(photo_dir, tiny_weights, tmp_path):
 
 def test_runner_keeps_errors_per_file(photo_dir, tiny_weights, tmp_path):
     """A read error and a write error (target is a folder) fail alone; events come in full."""
-    colorizer = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu")
+    colorizer = Colorizer.from_name("test_mcl", weights=tiny_weights, settings=InferenceSettings(device="cpu"))
     out = tmp_path / "out"
     (out / "b_color.png").mkdir(parents=True)
     (photo_dir / "bad.jpg").write_text("x")

@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from colorcli.cli import app
-from colorcli.pipeline import rgb_to_l
+from colorcli.inference.render import rgb_to_l
 
 CELL = 96
 

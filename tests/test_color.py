@@ -228,3 +228,22 @@ def test_resize_ab_and_chroma():
     torch.testing.assert_close(up.mean(dim=(-2, -1)), ab.mean(dim=(-2, -1)), atol=1e-4, rtol=0)
     c = color.chroma(torch.tensor([3.0, 0.0]).view(1, 2, 1, 1))
     assert c.shape == (1, 1, 1, 1) and abs(c.item() - 3.0) < 1e-5
+
+
+def test_numpy_conversions_match_the_torch_ones():
+    """The torch-free conversions of the inference path compute what the torch ops compute
+    (incl. branch edges and black)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.random((40, 50, 3), dtype=np.float32)
+    rgb[0, :4] = [[0, 0, 0], [1, 1, 1], [0.04045, 0.04045, 0.04045], [0.0031308 * 12.92] * 3]
+    ref_l = color.rgb_to_gray_l(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0, 0].numpy()
+    got_l = color.rgb_to_l_np(rgb)
+    assert got_l.dtype == np.float32 and np.abs(got_l - ref_l).max() < 1e-4
+    L = rng.random((40, 50), dtype=np.float32) * 100
+    L[0, :3] = [0, 100, 7.9996]
+    chroma = (rng.standard_normal((2, 40, 50)) * 40).astype(np.float32)
+    for np_fn, fn in ((color.lab_to_rgb_np, color.lab_to_rgb), (color.luv_to_rgb_np, color.luv_to_rgb)):
+        ref = fn(torch.from_numpy(np.concatenate([L[None], chroma]))[None])[0].permute(1, 2, 0).numpy()
+        got = np_fn(L, chroma)
+        assert got.shape == (40, 50, 3) and got.dtype == np.float32 and np.isfinite(got).all()
+        assert np.abs(got - ref).max() < 1e-4

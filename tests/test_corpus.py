@@ -32,7 +32,8 @@ from colorcli import color
 from colorcli.cli import app
 from colorcli.cli.common import safe_text
 from colorcli.imageio import read_photo
-from colorcli.pipeline import Colorizer, rgb_to_l
+from colorcli.inference import Colorizer, InferenceSettings
+from colorcli.inference.render import rgb_to_l
 
 
 def _case_names() -> list[str]:
@@ -216,7 +217,7 @@ def test_toned_scans_are_colorized_from_their_L(run: Run, tiny_weights) -> None:
 
     sepia = tifffile.imread(run.inp / run.cases["rgb16_tiff_sepia"].file)
     L = rgb_to_l(sepia.astype(np.float32) / 65535)
-    colorizer = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu")
+    colorizer = Colorizer.from_name("test_mcl", weights=tiny_weights, settings=InferenceSettings(device="cpu"))
     toned = []
     # Tints inside the sRGB gamut for every L here, so both scans carry the very same L.
     for ab in ((6.0, 14.0), (-5.0, -10.0)):

@@ -21,11 +21,11 @@ from colorcli.evaluate import (
     evaluate,
     gray_colorizer,
     imagenet_label,
-    parse_named,
     torch_threads,
 )
 from colorcli.imageio import read_photo
-from colorcli.pipeline import Colorizer
+from colorcli.cli.common import parse_named
+from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.report import FILES, accuracy_plot, contact_sheet, markdown, table, write_report
 
 TENCH = "imagenette-n01440764-ILSVRC2012_val_00009111.jpg"
@@ -81,7 +81,7 @@ def test_model_scored_through_the_one_pipeline(photos, tiny_weights):
                    on_progress=lambda done, total: calls.append((done, total)))
     assert [s.name for s in res.systems] == ["test_mcl"]
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    col = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu")
+    col = Colorizer.from_name("test_mcl", weights=tiny_weights, settings=InferenceSettings(device="cpu"))
     for name in (TENCH, "coco-image0002.png"):
         gt = _gt(photos, name)
         expect = metrics.image_metrics(col.colorize_rgb(gt), gt, threshold=12)
@@ -101,8 +101,8 @@ def test_eval_switches_reach_the_pipeline(photos, tiny_weights):
     """--no-tta --no-refine scores exactly what the plain pipeline makes."""
     res = evaluate(photos, weights={"test_mcl": tiny_weights}, limit=1, tta=False, refine=False,
                    size=96, temperature=0.5)
-    col = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu", tta=False, refine=False,
-                              size=96, temperature=0.5)
+    col = Colorizer.from_name("test_mcl", weights=tiny_weights, settings=InferenceSettings(
+        device="cpu", tta=False, refine=False, size=96, temperature=0.5))
     name, got = next(iter(res.systems[0].rows.items()))
     gt = _gt(photos, name)
     assert got["psnr"] == pytest.approx(metrics.psnr(col.colorize_rgb(gt), gt), rel=1e-6)

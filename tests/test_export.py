@@ -18,18 +18,11 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from colorcli import color, onnx_runtime, pipeline
 from colorcli.cli import app
 from colorcli.errors import ColorcliError, WeightsError
-from colorcli.export import (
-    PARITY_TOL,
-    ExportError,
-    color_graph_modules,
-    export_color_graphs,
-    export_model,
-)
+from colorcli.export import PARITY_TOL, ExportError, export_model
+from colorcli.inference import Colorizer, InferenceSettings, OnnxBackend, backends, render
 from colorcli.models import create_model, list_models
-from colorcli.onnx_runtime import COLOR_GRAPHS, GRAPH_DIR, OnnxColorizer
 
 TEST_MODELS = [n for n in list_models(include_test=True) if n.startswith("test_")]
 
@@ -70,7 +63,7 @@ def test_export_checker_metadata_parity(name, exports):
     proto = onnx.load(str(report.path))
     onnx.checker.check_model(proto, full_check=True)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert meta["colorcli_format"] == onnx_runtime.ONNX_FORMAT
+    assert meta["colorcli_format"] == backends.ONNX_FORMAT
     assert meta["model"] == name
     assert meta["chroma_space"] == model.chroma_space
     assert int(meta["default_size"]) == model.config.default_size
@@ -149,7 +142,7 @@ def test_cli_export(tiny_weights, tmp_path):
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == str(out)
     assert res.stderr.count("parity ") == 3
-    meta = OnnxColorizer(out, device="cpu").info.meta
+    meta = OnnxBackend(out, device="cpu").info.meta
     assert json.loads(meta["weights"])["sha256"]
     assert json.loads(meta["temperature"]) == 0.5
 
@@ -165,8 +158,8 @@ def test_cli_export(tiny_weights, tmp_path):
 def test_onnx_colorizer_matches_torch_pipeline(name, exports, make_photo):
     """Same photo, torch backend vs onnxruntime backend: within 1/255 (here far closer)."""
     model, report = exports(name)
-    oc = OnnxColorizer(report.path, device="cpu")
-    tc = pipeline.Colorizer(model, device="cpu")
+    oc = Colorizer(OnnxBackend(report.path, device="cpu"))
+    tc = Colorizer.from_model(model)
     for shape, seed in [((48, 64), 1), ((37, 53), 2), ((90, 41), 3)]:
         rgb = make_photo(*shape, seed).astype(np.float32) / 255
         gray = np.broadcast_to(rgb.mean(axis=2, keepdims=True), rgb.shape)  # the reader's gray view
@@ -176,61 +169,13 @@ def test_onnx_colorizer_matches_torch_pipeline(name, exports, make_photo):
             assert np.abs(a - b).max() <= 1 / 255
 
 
-def test_color_graphs_match_color_py():
-    """The shipped graphs compute what colorcli.color computes (incl. branch edges, black)."""
-    rng = np.random.default_rng(0)
-    rgb = rng.random((40, 50, 3), dtype=np.float32)
-    rgb[0, :4] = [[0, 0, 0], [1, 1, 1], [0.04045, 0.04045, 0.04045], [0.0031308 * 12.92] * 3]
-    sess = {k: ort.InferenceSession(str(GRAPH_DIR / f), providers=["CPUExecutionProvider"])
-            for k, f in COLOR_GRAPHS.items()}
-    ref_l = color.rgb_to_gray_l(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0, 0].numpy()
-    assert np.abs(sess["rgb_to_l"].run(None, {"rgb": rgb})[0] - ref_l).max() < 1e-4
-    L = (rng.random((40, 50), dtype=np.float32) * 100)
-    L[0, :3] = [0, 100, 7.9996]
-    chroma = (rng.standard_normal((2, 40, 50)) * 40).astype(np.float32)
-    for space, fn in (("lab", color.lab_to_rgb), ("luv", color.luv_to_rgb)):
-        ref = fn(torch.from_numpy(np.concatenate([L[None], chroma]))[None])[0].permute(1, 2, 0).numpy()
-        got = sess[space].run(None, {"L": L, "chroma": chroma})[0]
-        assert got.shape == (40, 50, 3) and np.isfinite(got).all()
-        assert np.abs(got - ref).max() < 1e-5
-
-
-def test_shipped_color_graphs_are_current(tmp_path):
-    """The build step's output equals what is shipped: rerun `python -m colorcli.export` if not."""
-    fresh = export_color_graphs(tmp_path)
-    rng = np.random.default_rng(1)
-    feeds = {
-        "rgb_to_l": {"rgb": rng.random((9, 7, 3), dtype=np.float32)},
-        "lab": {"L": rng.random((9, 7), dtype=np.float32) * 100,
-                "chroma": rng.standard_normal((2, 9, 7)).astype(np.float32) * 50},
-    }
-    feeds["luv"] = feeds["lab"]
-    assert set(color_graph_modules()) == set(COLOR_GRAPHS)
-    for path in fresh:
-        name = next(k for k, f in COLOR_GRAPHS.items() if f == path.name)
-        shipped = onnx.load(str(GRAPH_DIR / path.name))
-        new = onnx.load(str(path))
-        assert [n.op_type for n in shipped.graph.node] == [n.op_type for n in new.graph.node], name
-        a = ort.InferenceSession(str(GRAPH_DIR / path.name), providers=["CPUExecutionProvider"])
-        b = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        np.testing.assert_array_equal(a.run(None, feeds[name])[0], b.run(None, feeds[name])[0])
-
-
-def test_sizes_and_dirs_are_shared_with_the_torch_side():
-    # One definition each, in torch-free modules: the two backends cannot drift apart.
-    from colorcli import paths, sizing, weights
-
-    assert onnx_runtime.network_size is pipeline.network_size is sizing.network_size
-    assert onnx_runtime.weights_dirs is weights.weights_dirs is paths.weights_dirs
-
-
 @pytest.mark.parametrize("src,dst", [((17, 23), (68, 92)), ((17, 23), (300, 411)), ((64, 96), (37, 53)),
                                      ((5, 5), (5, 5))])
 def test_upsample_band_matches_interpolate(src, dst):
     rng = np.random.default_rng(0)
     c = rng.standard_normal((2, *src)).astype(np.float32)
     h, w = dst
-    up = np.concatenate([onnx_runtime.upsample_band(c, h, w, r0, r1) for r0, r1 in [(0, h // 3), (h // 3, h)]], axis=1)
+    up = np.concatenate([render.upsample_band(c, h, w, r0, r1) for r0, r1 in [(0, h // 3), (h // 3, h)]], axis=1)
     ref = F.interpolate(torch.from_numpy(c)[None], size=dst, mode="bilinear", align_corners=False)[0].numpy()
     assert np.abs(up - ref).max() < 1e-4
 
@@ -241,49 +186,52 @@ def test_gray_codes_give_identical_l():
     for top, dtype in ((255, np.uint8), (65535, np.uint16)):
         plane = rng.integers(0, top + 1, (30, 41)).astype(dtype).astype(np.float32) / top
         rgb = np.broadcast_to(plane[..., None], (30, 41, 3))
-        codes, levels = onnx_runtime.gray_codes(rgb)
+        codes, levels = render.gray_codes(rgb)
         assert codes.dtype == dtype and np.array_equal(levels[codes], plane)
         full = np.ascontiguousarray(rgb)  # not a broadcast view: the per-pixel path
-        assert onnx_runtime.gray_codes(full) is None
+        assert render.gray_codes(full) is None
         # Equal up to one float32 ulp: the per-pixel path itself rounds its vectorised and
         # leftover elements differently, and the lookup takes the vectorised result.
-        fast, slow = pipeline.rgb_to_l(rgb), pipeline.rgb_to_l(full)
+        fast, slow = render.rgb_to_l(rgb), render.rgb_to_l(full)
         np.testing.assert_allclose(fast, slow, rtol=2.5e-7, atol=0)
         assert (fast != slow).mean() < 0.01
-        ort_side = OnnxColorizer.__new__(OnnxColorizer)  # only the colour graphs are needed
-        ort_side._threads, ort_side._graphs = 1, {}
-        np.testing.assert_allclose(ort_side.rgb_to_l(rgb), ort_side.rgb_to_l(full), rtol=2.5e-7, atol=0)
     odd = np.broadcast_to(np.full((4, 4, 1), 0.3337, np.float32), (4, 4, 3))
-    assert onnx_runtime.gray_codes(odd) is None
+    assert render.gray_codes(odd) is None
     nan = np.broadcast_to(np.full((4, 4, 1), np.nan, np.float32), (4, 4, 3))
-    assert onnx_runtime.gray_codes(nan) is None
+    assert render.gray_codes(nan) is None
 
 
 def test_onnx_colorizer_errors(exports, tmp_path):
     _, report = exports("test_mcl")
     with pytest.raises(WeightsError, match="ONNX file not found"):
-        OnnxColorizer(tmp_path / "none.onnx")
+        OnnxBackend(tmp_path / "none.onnx")
+    # A valid ONNX file that colorcli did not export: no metadata.
+    node = onnx.helper.make_node("Identity", ["L"], ["chroma"])
+    vi = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([node], "other", [vi("L", onnx.TensorProto.FLOAT, [1])],
+                                   [vi("chroma", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "other.onnx")
     with pytest.raises(WeightsError, match="not an ONNX file exported by `colorcli export`"):
-        OnnxColorizer(GRAPH_DIR / COLOR_GRAPHS["lab"])
+        OnnxBackend(tmp_path / "other.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
     with pytest.raises(WeightsError, match="cannot load the ONNX model"):
-        OnnxColorizer(tmp_path / "junk.onnx")
+        OnnxBackend(tmp_path / "junk.onnx")
     with pytest.raises(ColorcliError, match="exported with temperature 0.38"):
-        OnnxColorizer(report.path, temperature=0.1)
+        OnnxBackend(report.path, temperature=0.1)
     with pytest.raises(WeightsError, match="holds model 'test_mcl', not 'mcl'"):
-        OnnxColorizer.from_name("mcl", onnx=report.path)
-    OnnxColorizer(report.path, temperature=0.38)  # the baked value is fine
+        OnnxBackend.from_name("mcl", report.path)
+    OnnxBackend(report.path, temperature=0.38)  # the baked value is fine
 
 
 def test_onnx_file_found_in_weights_folder(exports, tmp_path, monkeypatch):
     _, report = exports("test_mcl")
     monkeypatch.setenv("COLORCLI_WEIGHTS", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ColorcliError, match=r"no exported ONNX file .*`colorcli export --model test_mcl"):
-        OnnxColorizer.from_name("test_mcl")
+    with pytest.raises(ColorcliError, match=r"no ONNX file .*`colorcli export --model test_mcl"):
+        Colorizer.from_name("test_mcl", backend="onnx")
     (tmp_path / "test_mcl.onnx").write_bytes(report.path.read_bytes())
-    found = OnnxColorizer.from_name("test_mcl", device="cpu", size=96)
-    assert found.path == tmp_path / "test_mcl.onnx" and found.size == 96
+    found = Colorizer.from_name("test_mcl", backend="onnx", settings=InferenceSettings(device="cpu", size=96))
+    assert found.backend.path == tmp_path / "test_mcl.onnx" and found.size == 96
 
 
 def test_colorize_cli_without_torch(exports, tiny_weights, photo_dir, tmp_path):

@@ -27,7 +27,7 @@ from colorcli.imageio import (
     read_rgb,
     write_image,
 )
-from colorcli.pipeline import rgb_to_l
+from colorcli.inference.render import rgb_to_l
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 

@@ -18,7 +18,7 @@ from colorcli import color
 from colorcli.data import prepare
 from colorcli.errors import ColorcliError, WeightsError
 from colorcli.models import count_parameters, create_model, list_models
-from colorcli.pipeline import Colorizer
+from colorcli.inference import Colorizer
 from colorcli.train import TrainConfig, train
 from colorcli.weights import load_weights, save_weights
 
@@ -145,7 +145,7 @@ def test_config_round_trips_through_json(name):
 def test_pipeline_colorizes_odd_sized_image(name):
     torch.manual_seed(0)
     L = np.linspace(0, 100, 45 * 71, dtype=np.float32).reshape(45, 71)
-    rgb = Colorizer(create_model(name)).colorize_l(L)
+    rgb = Colorizer.from_model(create_model(name)).colorize_l(L)
     assert rgb.shape == (45, 71, 3)
     assert np.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
 

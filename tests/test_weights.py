@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from colorcli import weights as W
 from colorcli.errors import WeightsError
 from colorcli.models import create_model
-from colorcli.pipeline import Colorizer
+from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.weights import default_weights_path, load_weights, read_metadata, save_weights
 
 L_IN = torch.linspace(0, 100, 64 * 96).reshape(1, 1, 64, 96)
@@ -103,10 +103,10 @@ def test_load_rebuilds_from_the_stored_architecture(tmp_path):
     assert loaded.config.decoder_width == 24 and loaded.config.temperature == 0.2
     assert loaded.config == model.config
     # The pipeline's loader does the same, whatever the name it was given, once names match.
-    col = Colorizer.from_name("test_mcl", weights=path, device="cpu")
-    assert col.model.config == model.config
+    col = Colorizer.from_name("test_mcl", weights=path, settings=InferenceSettings(device="cpu"))
+    assert col.backend.model.config == model.config
     with pytest.raises(WeightsError, match=r"odd\.safetensors.*'test_mcl', not 'test_l2'"):
-        Colorizer.from_name("test_l2", weights=path, device="cpu")
+        Colorizer.from_name("test_l2", weights=path, settings=InferenceSettings(device="cpu"))
 
 
 def test_expect_arch_mismatch(mcl_file):

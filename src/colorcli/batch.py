@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError
+from colorcli.errors import ColorcliError, ImageWriteError, InferenceError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
 
-if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
-    from colorcli.onnx_runtime import OnnxColorizer
-    from colorcli.pipeline import Colorizer
+if TYPE_CHECKING:
+    from colorcli.inference import Colorizer
 
 FORMATS = ("png", "jpg", "same")
 BIT_DEPTHS = ("8", "16", "auto")
@@ -259,7 +258,7 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_jobs(
-    colorizer: Colorizer | OnnxColorizer,
+    colorizer: Colorizer,
     jobs: list[Job],
     *,
     overwrite: bool = False,
@@ -333,6 +332,9 @@ def run_jobs(
             try:
                 photo = fut.result()
                 rgb = colorizer.colorize_rgb(photo.rgb)
+            except InferenceError as exc:
+                current = None
+                fail(job, f"{job.source}: {exc}")
             except ColorcliError as exc:
                 current = None
                 fail(job, str(exc))

@@ -1,7 +1,9 @@
 """The one module that owns colour.
 
-sRGB <-> CIE Lab (D65) and sRGB <-> CIELUV as plain, differentiable torch ops (the hot path),
-the L/ab normalisation constants, and the quantisation of ab into bins used by classification
+sRGB <-> CIE Lab (D65) and sRGB <-> CIELUV as plain, differentiable torch ops (training and
+the torch backend), the same conversions for the inference path as float32 numpy code over
+``(H, W)`` planes (``*_np``: torch-free, for the light install), the L/ab normalisation
+constants, and the quantisation of ab into bins used by classification
 models (soft encoding, class rebalancing, annealed-mean decoding). Nothing else in colorcli
 converts colour spaces; scikit-image serves only as the reference in tests.
 
@@ -12,8 +14,12 @@ L in [0, 100], a/b in about [-110, 110], U/V in about [-100, 100].
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # the light install (no torch): only the numpy conversions are used there
+    torch = F = None
 
 # Normalisation constants (richzhang's BaseColor): network input is L / L_NORM in [0, 1];
 # regression targets are ab / AB_NORM in about [-1, 1].
@@ -276,6 +282,115 @@ def chroma(ab: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((ab**2).sum(dim=1, keepdim=True) + 1e-12)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# numpy conversions for the inference path (torch-free). Same constants and formulas as the
+# torch ops above, in float32 over channel planes, written to reuse buffers: a band of a 12 MP
+# photo goes through them with a few passes per step and no full-size temporaries.
+
+_F32 = np.float32
+_RGB2XYZ_NP = np.array(_RGB2XYZ, dtype=np.float64)
+_XYZ2RGB_NP = np.linalg.inv(_RGB2XYZ_NP)
+
+
+def _select_below(out: np.ndarray, x: np.ndarray, edge: float, low) -> None:
+    """``out[x <= edge] = low(x)[x <= edge]``; the low branch is rare in photos, so it is only
+    computed when present (a full ``np.where`` pass costs more than the branch itself)."""
+    mask = x <= _F32(edge)
+    if mask.any():
+        np.copyto(out, low(x), where=mask)
+
+
+def _srgb_to_linear_np(v: np.ndarray) -> np.ndarray:
+    out = np.maximum(v, _F32(0.04045))
+    out += _F32(0.055)
+    out /= _F32(1.055)
+    np.power(out, _F32(2.4), out=out)
+    _select_below(out, v, 0.04045, lambda x: x / _F32(12.92))
+    return out
+
+
+def _linear_to_srgb_np(lin: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Gamma-encode ``lin`` into ``out`` (may be a strided view) and clip to [0, 1]."""
+    t = np.maximum(lin, _F32(0.0031308))
+    np.power(t, _F32(1 / 2.4), out=t)
+    t *= _F32(1.055)
+    t -= _F32(0.055)
+    _select_below(t, lin, 0.0031308, lambda x: x * _F32(12.92))
+    np.clip(t, 0.0, 1.0, out=out)
+    return out
+
+
+def rgb_to_l_np(rgb: np.ndarray) -> np.ndarray:
+    """sRGB float ``(..., 3)`` in [0, 1] -> L float32 ``(...)`` in [0, 100] (as :func:`rgb_to_gray_l`)."""
+    m = _RGB2XYZ_NP[1] / _WHITE[1]
+    y = _srgb_to_linear_np(np.asarray(rgb[..., 0], dtype=_F32)) * _F32(m[0])
+    y += _srgb_to_linear_np(np.asarray(rgb[..., 1], dtype=_F32)) * _F32(m[1])
+    y += _srgb_to_linear_np(np.asarray(rgb[..., 2], dtype=_F32)) * _F32(m[2])
+    f = np.cbrt(np.maximum(y, _F32(_EPS)))
+    _select_below(f, y, _EPS, lambda x: x * _F32(_KAPPA) + _F32(16 / 116))
+    f *= _F32(116)
+    f -= _F32(16)
+    return f
+
+
+def _xyz_to_rgb_np(x: np.ndarray, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+    m = _XYZ2RGB_NP
+    for c in range(3):
+        lin = x * _F32(m[c, 0])
+        lin += y * _F32(m[c, 1])
+        lin += z * _F32(m[c, 2])
+        _linear_to_srgb_np(lin, out[..., c])
+    return out
+
+
+def lab_to_rgb_np(L: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """L ``(h, w)`` and a/b ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
+    (as :func:`lab_to_rgb`; written into ``out`` when given)."""
+    out = np.empty((*L.shape, 3), dtype=_F32) if out is None else out
+    fy = (L + _F32(16)) / _F32(116)
+    fx = ab[0] / _F32(500)
+    fx += fy
+    fz = fy - ab[1] / _F32(200)
+    np.maximum(fz, _F32(0), out=fz)  # scikit-image clips negative z too
+    xyz = []
+    for f, white in zip((fx, fy, fz), _WHITE):
+        cube = f * f
+        cube *= f
+        _select_below(cube, cube, _EPS, lambda _, f=f: (f - _F32(16 / 116)) / _F32(_KAPPA))
+        cube *= _F32(white)
+        xyz.append(cube)
+    return _xyz_to_rgb_np(*xyz, out)
+
+
+def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """L ``(h, w)`` and u/v ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
+    (as :func:`luv_to_rgb`; written into ``out`` when given)."""
+    out = np.empty((*L.shape, 3), dtype=_F32) if out is None else out
+    L = np.asarray(L, dtype=_F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = ((L + _F32(16)) / _F32(116)) ** 3
+        _select_below(y, L, 7.999625, lambda x: x / _F32(_LUV_KAPPA))
+        y *= _F32(_WHITE[1])
+        u0, v0 = _white_uv(None)
+        d = L * _F32(13) + _F32(1e-12)
+        a = uv[0] / d + _F32(u0)
+        b = uv[1] / d + _F32(v0)
+        b[np.abs(b) < 1e-12] = _F32(1e-12)
+        c = y * (b * _F32(15) - _F32(9))
+        z = ((a - _F32(4)) * c - a * b * y * _F32(15)) / (b * _F32(12))
+        x = -(c / b + z * _F32(3))
+        black = L <= 0  # no chroma at L = 0: avoid the 0/0 above turning into NaN
+        if black.any():
+            for p in (x, y, z):
+                p[black] = 0
+        return _xyz_to_rgb_np(x, y, z, out)
+
+
+def gray_l_levels(levels: np.ndarray) -> np.ndarray:
+    """L of neutral sRGB ``levels`` (1-D float32), for the gray-photo lookup table."""
+    return rgb_to_l_np(np.repeat(np.asarray(levels, dtype=_F32)[:, None], 3, axis=1))
+
 __all__ = [
     "AB_GRID",
     "AB_NORM",
@@ -288,13 +403,17 @@ __all__ = [
     "annealed_mean",
     "chroma",
     "gamut_bins",
+    "gray_l_levels",
     "gray_lab_to_rgb",
     "hsv_saturation",
     "lab_to_rgb",
+    "lab_to_rgb_np",
     "luv_to_rgb",
+    "luv_to_rgb_np",
     "rebalance_weights",
     "resize_ab",
     "rgb_to_gray_l",
+    "rgb_to_l_np",
     "rgb_to_lab",
     "rgb_to_luv",
     "smooth_prior",

@@ -22,25 +22,20 @@ from PIL import Image, ImageOps
 
 from colorcli import color
 from colorcli.errors import ColorcliError, TrainingError
-from colorcli.imageio import IMAGE_SUFFIXES, read_rgb
+from colorcli.imageio import read_rgb
 
 CACHE_VERSION = 1
 GRAY_CHROMA = 4.0  # mean Lab chroma below which a photo counts as (near-)grayscale
 
 
 def find_images(folders: Iterable[Path], *, recursive: bool = True) -> list[Path]:
-    """Image files (by suffix) under ``folders``, sorted for reproducibility."""
-    out: list[Path] = []
-    for folder in folders:
-        folder = Path(folder)
-        if folder.is_file():
-            out.append(folder)
-            continue
-        if not folder.is_dir():
-            raise TrainingError(f"{folder}: not a folder of images")
-        it = folder.rglob("*") if recursive else folder.glob("*")
-        out.extend(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(out)
+    """Image files (by suffix) under ``folders`` (the batch's finder), sorted for reproducibility."""
+    from colorcli.batch import collect_inputs
+
+    found, errors = collect_inputs(folders, recursive=recursive)
+    if errors:
+        raise TrainingError(errors[0][1])
+    return sorted(p for p, _, _ in found)
 
 
 @dataclass

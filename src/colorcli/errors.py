@@ -29,3 +29,7 @@ class WeightsError(ColorcliError):
 
 class TrainingError(ColorcliError):
     """Training cannot go on (no data, NaN loss, bad resume checkpoint)."""
+
+
+class InferenceError(ColorcliError):
+    """Colorizing cannot be done as asked (no backend, non-finite network output)."""

@@ -1,7 +1,7 @@
 """Scoring colorizers against ground truth: the library behind ``colorcli eval``.
 
 Each colour photo of a folder is reduced to its L, colorized by every model through the one
-inference path (:class:`colorcli.pipeline.Colorizer`), and scored at full resolution against
+inference path (:class:`colorcli.inference.Colorizer`), and scored at full resolution against
 the photo with :mod:`colorcli.metrics`. Beside models, a run can score the gray baseline (the
 neutral image with the photo's own L, through the same pipeline with a zero-chroma backend) and
 folders of predictions made by other tools, matched to the photos by file stem.
@@ -32,9 +32,10 @@ from PIL import Image
 from colorcli import metrics
 from colorcli.batch import collect_inputs
 from colorcli.errors import ColorcliError
-from colorcli.imageio import IMAGE_SUFFIXES, read_photo, to_uint8
-from colorcli.models.base import effective_temperature
-from colorcli.pipeline import Colorizer, resolve_device, rgb_to_l
+from colorcli.imageio import read_photo, to_uint8
+from colorcli.inference import Colorizer, InferenceSettings, ZeroChroma
+from colorcli.inference.backends import resolve_device
+from colorcli.inference.render import rgb_to_l
 
 GRAY = "gray"
 BASELINES = (GRAY,)
@@ -69,20 +70,6 @@ def imagenet_label(name: str) -> int | None:
         if synset in IMAGENETTE_CLASSES:
             return IMAGENETTE_CLASSES[synset]
     return None
-
-
-def parse_named(values: Iterable[str], option: str) -> dict[str, Path]:
-    """``["name=PATH", ...]`` -> ``{name: Path}``; a malformed or repeated name is an error."""
-    out: dict[str, Path] = {}
-    for v in values:
-        name, sep, path = v.partition("=")
-        name = name.strip()
-        if not sep or not name or not path:
-            raise ColorcliError(f"{option} {v!r}: expected NAME=PATH")
-        if name in out:
-            raise ColorcliError(f"{option} {name!r} is given twice")
-        out[name] = Path(path)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,14 +197,9 @@ class EvalResult:
 # systems
 
 
-def _zero_chroma(L: torch.Tensor) -> torch.Tensor:
-    """Backend of the gray baseline: no chroma at all, so the output is neutral with the L."""
-    return torch.zeros(L.shape[0], 2, *L.shape[-2:], dtype=L.dtype)
-
-
 def gray_colorizer(size: int | None = None) -> Colorizer:
-    """The gray baseline as a :class:`Colorizer` (same pipeline, zero-chroma backend)."""
-    return Colorizer(backend=_zero_chroma, chroma_space="lab", size=size, tta=False, refine=False)
+    """The gray baseline as a :class:`Colorizer` (same path, zero-chroma backend)."""
+    return Colorizer(ZeroChroma(), InferenceSettings(size=size, tta=False, refine=False))
 
 
 class _PredDir:
@@ -228,11 +210,10 @@ class _PredDir:
             raise ColorcliError(f"--pred-dir {folder}: no such folder")
         self.folder = folder
         self.by_stem: dict[str, Path] = {}
-        try:
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        except OSError as exc:
-            raise ColorcliError(f"--pred-dir {folder}: cannot list folder ({exc.strerror or exc})") from None
-        for p in files:
+        found, errors = collect_inputs([folder])
+        if errors:
+            raise ColorcliError(f"--pred-dir {errors[0][1]}")
+        for p, _, _ in found:
             self.by_stem.setdefault(p.stem, p)
 
     def find(self, stem: str) -> Path | None:
@@ -354,7 +335,7 @@ def evaluate(
     shipped weights; a name that only appears in ``weights`` is evaluated too. ``pred_dirs``
     maps a name to a folder of finished predictions. ``baseline="gray"`` adds the neutral image
     with the photo's L. ``tta`` and ``refine`` are the pipeline's switches for the models
-    (:class:`colorcli.pipeline.Colorizer`). ``sheet_count`` keeps thumbnails of the first and the worst (by mean
+    (:class:`colorcli.inference.Colorizer`). ``sheet_count`` keeps thumbnails of the first and the worst (by mean
     ΔCF over the colorizing systems) that many photos for the contact sheet.
 
     ``threads`` sets torch's CPU threads for the run (None: unchanged). A photo that cannot be
@@ -406,11 +387,11 @@ def _evaluate(
     runners: list[tuple[SystemResult, Colorizer | _PredDir]] = []
     if baseline == GRAY:
         runners.append((SystemResult(GRAY, "baseline", "neutral image with the photo's L"), gray))
+    settings_in = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
     for name in model_names:
-        col = Colorizer.from_name(name, weights=weights.get(name), device=device, size=size,
-                                  temperature=temperature, tta=tta, refine=refine)
-        src = getattr(col.model, "weights_path", weights.get(name))
-        temp = effective_temperature(col.model, col.temperature)
+        col = Colorizer.from_name(name, weights=weights.get(name), settings=settings_in)
+        src = col.backend.source
+        temp = col.temperature
         settings = " ".join([f"size={col.size}", *([f"temperature={temp:g}"] if temp is not None else []),
                              f"tta={'on' if col.tta else 'off'}", f"refine={'on' if col.refine else 'off'}"])
         runners.append((SystemResult(name, "model", str(src), settings=settings), col))
@@ -527,6 +508,5 @@ __all__ = [
     "idle_cpu_threads",
     "imagenet_label",
     "list_photos",
-    "parse_named",
     "torch_threads",
 ]

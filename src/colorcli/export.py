@@ -9,9 +9,10 @@ file's ``metadata_props`` (see :func:`export_model`). Before anything is written
 runs and onnxruntime is compared with PyTorch at three input sizes (max |Δchroma| ≤ 0.5 after
 decoding); a failure raises :class:`ExportError` and leaves no file.
 
-Build step: ``python -m colorcli.export`` regenerates the tiny colour-conversion graphs in
-``colorcli/onnx_graphs/`` (exported from ``colorcli.color``) that the torch-free runtime
-(:mod:`colorcli.onnx_runtime`) uses at full resolution.
+The shipped ONNX twins (``weights/NAME.onnx``, package data beside ``NAME.safetensors``, for
+the torch-free install) are made by one reproducible command, ``colorcli export --shipped NAME``
+(:func:`export_shipped`): fp16 weights, fp32 computation, the sha256 of the safetensors they
+came from in their metadata; ``tests/test_shipped.py`` checks them.
 
 We use torch's TorchScript-based exporter (``dynamo=False``): the torch.export-based one needs
 onnxscript, which colorcli does not depend on, and ``dynamic_axes`` covers our dynamic H, W.
@@ -21,12 +22,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import io
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from colorcli import __version__, color
+from colorcli import __version__
 from colorcli.errors import ColorcliError
 from colorcli.imageio import atomic_write_bytes
+from colorcli.inference import Colorizer, InferenceSettings
+from colorcli.inference.backends import INPUT_NAME, ONNX_FORMAT, ONNX_FORMAT_VERSION, OUTPUT_NAME
 from colorcli.models import ColorModel
 from colorcli.models.base import effective_temperature
-from colorcli.onnx_runtime import (
-    COLOR_GRAPHS,
-    GRAPH_DIR,
-    INPUT_NAME,
-    MULTIPLE,
-    ONNX_FORMAT,
-    ONNX_FORMAT_VERSION,
-    OUTPUT_NAME,
-)
-from colorcli.pipeline import Colorizer
+from colorcli.paths import REPO_WEIGHTS, sha256_file
+from colorcli.sizing import MULTIPLE
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # Resize with half_pixel and Einsum as our graphs use them
@@ -237,13 +231,13 @@ def export_model(
     session = _ort_session(proto.SerializeToString())
     # The reference is the one inference path's own network step, as `colorize` runs it (the
     # graph is the network alone: mirror averaging and refinement happen outside it).
-    reference = Colorizer(model, device="cpu", temperature=temp, tta=False, refine=False)
+    reference = Colorizer.from_model(model, InferenceSettings(temperature=temp, tta=False, refine=False, device="cpu"))
     parity: list[tuple[tuple[int, int, int], float]] = []
     for i, shape in enumerate(parity_shapes):
         if shape[1] % MULTIPLE or shape[2] % MULTIPLE:
             raise ValueError(f"parity shape {shape}: sides must be multiples of {MULTIPLE}")
         L = _parity_input(shape, seed=100 + i)
-        ref = reference.predict_chroma(L).numpy()
+        ref = reference.predict_chroma(L.numpy())
         got = session.run(None, {INPUT_NAME: L.numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(
@@ -264,7 +258,7 @@ def export_model(
     stride = info.get("stride")
     weights = {}
     if weights_path is not None:
-        weights = {"file": Path(weights_path).name, "sha256": _sha256(Path(weights_path))}
+        weights = {"file": Path(weights_path).name, "sha256": sha256_file(Path(weights_path))}
     if weights_meta:
         weights["metrics"] = weights_meta.get("metrics", {})
     meta = {
@@ -316,74 +310,11 @@ def export_onnx(
                         weights_path=weights, weights_meta=getattr(model, "weights_meta", None))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# The colour graphs of the torch-free runtime (build step)
-
-
-class _RgbToL(nn.Module):
-    """sRGB ``(h, w, 3)`` in [0, 1] -> L ``(h, w)`` in [0, 100] (``color.rgb_to_gray_l``)."""
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return color.rgb_to_gray_l(rgb.permute(2, 0, 1)[None])[0, 0]
-
-
-class _ToRgb(nn.Module):
-    """L ``(h, w)`` + chroma ``(2, h, w)`` -> sRGB ``(h, w, 3)`` with ``color.lab_to_rgb`` or
-    ``color.luv_to_rgb``."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, L: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
-        return self.fn(torch.cat([L[None], chroma], dim=0)[None])[0].permute(1, 2, 0)
-
-
-def color_graph_modules() -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], list[str]]]:
-    """name -> (module, example inputs, input names) for each graph in ``COLOR_GRAPHS``."""
-    rgb = torch.rand(8, 12, 3)
-    L, ch = torch.rand(8, 12) * 100, torch.randn(2, 8, 12) * 30
-    return {
-        "rgb_to_l": (_RgbToL(), (rgb,), ["rgb"]),
-        "lab": (_ToRgb(color.lab_to_rgb), (L, ch), ["L", "chroma"]),
-        "luv": (_ToRgb(color.luv_to_rgb), (L, ch), ["L", "chroma"]),
-    }
-
-
-def export_color_graphs(out_dir: Path = GRAPH_DIR, *, opset: int = DEFAULT_OPSET) -> list[Path]:
-    """Write the colour graphs the torch-free runtime uses into ``out_dir``; returns the paths.
-
-    Each graph has dynamic height and width (the runtime feeds bands of rows); inputs and
-    outputs are channels-last where the photo is, so no transposes happen outside the graph.
-    """
-    _check_opset(opset)
-    out_dir = Path(out_dir)
-    paths = []
-    for name, (module, args, inputs) in color_graph_modules().items():
-        output = "L" if name == "rgb_to_l" else "rgb"
-        axes = {"rgb": {0: "height", 1: "width"}, "L": {0: "height", 1: "width"},
-                "chroma": {1: "height", 2: "width"}}
-        dynamic = {k: axes[k] for k in [*inputs, output]}
-        data = _trace_to_bytes(module, args, input_names=inputs, output_names=[output],
-                               dynamic_axes=dynamic, opset=opset)
-        proto = _check_model(data, f"colour graph {name}")
-        proto.producer_name = "colorcli"
-        proto.producer_version = __version__
-        proto.doc_string = f"colorcli colour graph {name}, exported from colorcli.color by colorcli.export"
-        path = out_dir / COLOR_GRAPHS[name]
-        atomic_write_bytes(path, proto.SerializeToString())
-        paths.append(path)
-    return paths
-
-
-if __name__ == "__main__":
-    for p in export_color_graphs():
-        print(p)
+def export_shipped(name: str, *, opset: int = DEFAULT_OPSET) -> ExportReport:
+    """The ONNX twin of shipped model ``name``: ``weights/NAME.safetensors`` ->
+    ``weights/NAME.onnx`` (fp16 weights, fp32 computation, the model's own temperature), with
+    the sha256 of the safetensors in its ``weights`` metadata. One command, reproducible."""
+    src = REPO_WEIGHTS / f"{name}.safetensors"
+    if not src.is_file():
+        raise ExportError(f"{src}: no shipped weights to export (run this in a colorcli source checkout)")
+    return export_onnx(name, REPO_WEIGHTS / f"{name}.onnx", weights=src, opset=opset, fp16=True)

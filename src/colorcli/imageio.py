@@ -273,14 +273,12 @@ def _lab_image_to_rgb(img: Image.Image) -> np.ndarray:
     The TIFF stores L scaled to 0..255 and a/b as signed bytes; Pillow hands the bytes over
     unchanged, so a/b are reinterpreted as int8 here.
     """
-    import torch
-
     from colorcli import color
 
     raw = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
     ab = raw[..., 1:].view(np.int8).astype(np.float32)
-    lab = np.stack([raw[..., 0].astype(np.float32) * (100 / 255), ab[..., 0], ab[..., 1]])
-    return color.lab_to_rgb(torch.from_numpy(lab)).permute(1, 2, 0).numpy()
+    L = raw[..., 0].astype(np.float32) * np.float32(100 / 255)
+    return color.lab_to_rgb_np(L, np.ascontiguousarray(np.moveaxis(ab, -1, 0)))
 
 
 def _has_transparency(img: Image.Image) -> bool:

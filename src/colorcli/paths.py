@@ -1,21 +1,41 @@
-"""Where shipped files (weights, ONNX exports) are looked for: torch-free, shared by the torch
-and onnxruntime paths."""
+"""Where shipped files (weights, ONNX twins) are looked for, and file digests: torch-free,
+shared by every backend.
+
+The shipped models are package data: setuptools maps the repository's ``weights/`` folder to
+the package ``colorcli.shipped`` (see ``setup.py``), so a wheel carries them inside
+``colorcli/shipped/``. A source checkout (``pip install -e .`` or ``PYTHONPATH=src``) reads
+``weights/`` itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "shipped"  # in an installed wheel
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"  # in a source checkout
 
 
 def weights_dirs() -> list[Path]:
-    """$COLORCLI_WEIGHTS, the repo's weights/, ./weights: first match wins."""
+    """$COLORCLI_WEIGHTS, the package's shipped models, the repo's weights/, ./weights: first
+    match wins."""
     dirs = []
     if os.environ.get("COLORCLI_WEIGHTS"):
         dirs.append(Path(os.environ["COLORCLI_WEIGHTS"]))
+    if PACKAGE_WEIGHTS.is_dir():
+        dirs.append(PACKAGE_WEIGHTS)
     dirs += [REPO_WEIGHTS, Path.cwd() / "weights"]
-    return dirs
+    return list(dict.fromkeys(dirs))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def find_shipped(filename: str) -> Path | None:
@@ -25,3 +45,12 @@ def find_shipped(filename: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def shipped_names(suffix: str) -> list[str]:
+    """Model names with a ``NAME<suffix>`` file in the weights folders, sorted."""
+    names: set[str] = set()
+    for d in weights_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob(f"*{suffix}") if p.is_file() and not p.name.startswith("."))
+    return sorted(names)

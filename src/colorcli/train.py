@@ -39,7 +39,8 @@ from colorcli import __version__, color, metrics
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.models import ColorModel, count_parameters, create_model
-from colorcli.pipeline import Colorizer
+from colorcli.inference import Colorizer, InferenceSettings
+from colorcli.paths import sha256_file
 from colorcli.weights import load_matching, load_weights, read_metadata, save_weights
 
 
@@ -253,11 +254,7 @@ def _merge_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
+    return sha256_file(path)[:12]
 
 
 def validate(
@@ -266,7 +263,7 @@ def validate(
     """Validation loss and metrics (ΔCF, PSNR, AuC) through the real inference pipeline."""
     was_training = model.training
     model.eval()
-    col = Colorizer(model, device=device, size=None)
+    col = Colorizer.from_model(model, InferenceSettings(), device=device)
     rows, losses = [], []
     try:
         with torch.inference_mode():
@@ -299,7 +296,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
     cb = callbacks or TrainCallbacks()
     if cfg.resume and cfg.init:
         raise TrainingError("give --resume (a checkpoint) or --init (a weights file), not both")
-    from colorcli.pipeline import resolve_device
+    from colorcli.inference.backends import resolve_device
 
     session_command = cfg.command
 

@@ -14,18 +14,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from colorcli import __version__, color
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
-from colorcli.models import ColorModel, create_model, list_models
 from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
+
+if TYPE_CHECKING:  # torch is imported where tensors are loaded: `colorcli models` needs none
+    import torch
+
+    from colorcli.models import ColorModel
 
 FORMAT = "colorcli-weights"
 FORMAT_VERSION = 1
+
+
+def save_file(tensors: dict[str, torch.Tensor], filename: str, *, metadata: dict[str, str]) -> None:
+    """safetensors' torch writer, imported on use (reading metadata needs no torch)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, filename, metadata=metadata)
 
 
 def default_weights_path(name: str) -> Path | None:
@@ -87,7 +98,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:
             raw = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: not a valid safetensors file ({exc})") from None
@@ -108,6 +119,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -130,6 +143,8 @@ def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
 def load_named(name: str, weights: Path | None = None) -> ColorModel:
     """Registered model ``name`` from ``weights`` (default: its shipped file); one clear error
     for an unknown name (listing the valid ones) or a model with no weights."""
+    from colorcli.models import create_model, list_models
+
     if name not in list_models(include_test=True):
         create_model(name)  # raises UnknownModelError listing the valid names, even with weights
     if weights is None:
@@ -144,6 +159,8 @@ def load_named(name: str, weights: Path | None = None) -> ColorModel:
 
 def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
     """Rebuild the model stored in ``path`` and load its tensors strictly, in float32."""
+    from colorcli.models import create_model, list_models
+
     path = Path(path)
     meta = read_metadata(path)
     arch = meta.get("arch", "")

@@ -34,8 +34,8 @@ def colorize(
     bit_depth: Annotated[Literal["8", "16", "auto"], typer.Option("--bit-depth", help="Bits per channel of PNG/TIFF outputs; auto: 16 for 16-bit inputs.")] = "auto",
     quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")] = 95,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
-    backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
+    backend: Annotated[Literal["auto", "torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from the model's ONNX file (no torch needed); auto: torch when installed, else onnx.")] = "auto",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for the onnx backend (default: the model's shipped <model>.onnx).")] = None,
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
     from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
@@ -50,14 +50,13 @@ def colorize(
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
-        if backend == "onnx":
-            from colorcli.onnx_runtime import OnnxColorizer
+        from colorcli.inference import Colorizer, InferenceSettings
 
-            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
-        else:
-            from colorcli.pipeline import Colorizer  # imports torch
-
-            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+        settings = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
+        if onnx is not None:
+            backend = "onnx"
+        colorizer = Colorizer.from_name(model, weights=onnx if onnx is not None else weights, backend=backend,
+                                        settings=settings)
         if out_dir is not None:
             prepare_out_dir(out_dir)
     for _, msg in plan.failed:

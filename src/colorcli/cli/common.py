@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -38,6 +39,29 @@ def safe_text(text: str) -> str:
 def print_line(label: str, style: str, message: str, *, console: Console | None = None) -> None:
     """``label: message`` on stderr; the message is never read as rich markup ("[x].jpg")."""
     (console or err).print(Text.assemble((f"{label}: ", style), safe_text(message)), highlight=False)
+
+
+def parse_named(values: Iterable[str], option: str) -> dict[str, Path]:
+    """``["name=PATH", ...]`` -> ``{name: Path}``; a malformed or repeated name is an error."""
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise ColorcliError(f"{option} {v!r}: expected NAME=PATH")
+        if name in out:
+            raise ColorcliError(f"{option} {name!r} is given twice")
+        out[name] = Path(path)
+    return out
+
+
+def require_torch(command: str) -> None:
+    """One line and exit code 2 when ``command`` needs PyTorch and it is not installed."""
+    from colorcli.inference import torch_available
+
+    if not torch_available():
+        print_line("error", "bold red", f'`colorcli {command}` needs PyTorch: pip install "colorcli[train]"')
+        raise typer.Exit(2)
 
 
 @contextlib.contextmanager

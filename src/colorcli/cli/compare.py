@@ -35,11 +35,11 @@ def compare(
 ) -> None:
     """Write a before/after sheet: each photo as it is, then colorized by each model."""
     from colorcli.batch import collect_inputs
-    from colorcli.evaluate import parse_named
+    from colorcli.cli.common import parse_named
     import io
 
     from colorcli.imageio import atomic_write_bytes, read_photo
-    from colorcli.pipeline import Colorizer
+    from colorcli.inference import Colorizer, InferenceSettings
     from colorcli.report import comparison_sheet
 
     with user_errors():
@@ -49,11 +49,8 @@ def compare(
             raise ColorcliError(f"{output}: the sheet must be a .png or .jpg file")
         named = parse_named(weights or [], "--weights")
         names = _model_names(model, named)
-        colorizers = {
-            n: Colorizer.from_name(n, weights=named.get(n), device=device, size=size, temperature=temperature,
-                                tta=tta, refine=refine)
-            for n in names
-        }
+        settings = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
+        colorizers = {n: Colorizer.from_name(n, weights=named.get(n), settings=settings) for n in names}
         found, failed = collect_inputs(inputs, recursive=recursive)
         found = found[:limit] if limit else found
         if not found and not failed:
@@ -93,13 +90,15 @@ def compare(
 
 
 def _model_names(model: list[str] | None, named: dict[str, Path]) -> list[str]:
-    from colorcli.models import list_models
-    from colorcli.weights import default_weights_path
+    from colorcli.cli.models import model_names
+    from colorcli.inference import torch_available
+    from colorcli.paths import find_shipped
 
+    suffix = ".safetensors" if torch_available() else ".onnx"
     names: list[str] = []
     for m in model or ([] if named else ["mcl"]):
         if m == "all":
-            shipped = [n for n in list_models() if default_weights_path(n) is not None]
+            shipped = [n for n in model_names() if find_shipped(f"{n}{suffix}") is not None]
             names += sorted(shipped, key=lambda n: n != "mcl")  # the default model first
         else:
             names.append(m)
@@ -109,27 +108,27 @@ def _model_names(model: list[str] | None, named: dict[str, Path]) -> list[str]:
 
 def _cells(rgb, colorizers: dict, cell: int) -> list:
     """The input and each colorization, no larger than ``cell`` on the long side. The networks
-    see the full photo (as ``colorize`` does); only the recombination happens at sheet size."""
+    see the full photo (as ``colorize`` does); only the recombination happens at sheet size,
+    through each colorizer's own path."""
     import numpy as np
-    import torch
-    import torch.nn.functional as F
+    from PIL import Image
 
     from colorcli.imageio import to_uint8
-    from colorcli.pipeline import recombine, rgb_to_l
 
     h, w = rgb.shape[:2]
     scale = min(1.0, cell / max(h, w))
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
 
-    def shrink(a: np.ndarray) -> np.ndarray:  # (H, W, C) float -> (th, tw, C)
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-        t = F.interpolate(t, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-        return t[0].permute(1, 2, 0).numpy()
+    def shrink(plane: np.ndarray) -> np.ndarray:  # (H, W) float -> (th, tw), antialiased
+        img = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+        return np.asarray(img.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.float32)
 
-    L = rgb_to_l(rgb)
-    L_small = shrink(L[..., None])[..., 0]
-    cells = [to_uint8(shrink(rgb))]
+    cells = [to_uint8(np.clip(np.stack([shrink(rgb[..., c]) for c in range(3)], axis=-1), 0, 1))]
+    if not colorizers:
+        return cells
+    first = next(iter(colorizers.values()))
+    L = first.rgb_to_l(rgb)
+    L_small = shrink(L)
     for col in colorizers.values():
-        chroma = col.chroma_for(col.network_input(L))
-        cells.append(to_uint8(recombine(L_small, chroma, space=col.chroma_space)))
+        cells.append(to_uint8(col.recombine(L_small, col.chroma_for(col.network_input(L)))))
     return cells

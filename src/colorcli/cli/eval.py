@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import parse_named, require_torch, RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
 
 
 def eval_command(
@@ -38,7 +38,8 @@ def eval_command(
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch; 0: the cores not busy with other work.")] = 0,
 ) -> None:
     """Score colorizers on colour photos: ab L2, pixel accuracy, AuC, PSNR, SSIM, colourfulness, ..."""
-    from colorcli.evaluate import evaluate, idle_cpu_threads, parse_named
+    require_torch("eval")
+    from colorcli.evaluate import evaluate, idle_cpu_threads
     from colorcli.report import table, write_report
 
     columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -15,7 +15,8 @@ from colorcli.cli.common import err, out, safe_text, user_errors
 
 
 def export(
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The .onnx file to write.")] = None,
+    shipped: Annotated[str | None, typer.Option("--shipped", help="Make the ONNX twin of shipped model NAME: weights/NAME.safetensors -> weights/NAME.onnx (fp16 weights; used by the torch-free install).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
     weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
@@ -23,10 +24,19 @@ def export(
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
 ) -> None:
     """Export a model to ONNX with dynamic batch, height and width (multiples of 32)."""
-    from colorcli.export import export_onnx
+    from colorcli.cli.common import require_torch
+
+    require_torch("export")
+    from colorcli.errors import ColorcliError
+    from colorcli.export import export_onnx, export_shipped
 
     with user_errors():
-        report = export_onnx(model, output, weights=weights, opset=opset, fp16=fp16, temperature=temperature)
+        if (output is None) == (shipped is None):
+            raise ColorcliError("give --output FILE or --shipped NAME (one of them)")
+        if shipped is not None:
+            report = export_shipped(shipped, opset=opset)
+        else:
+            report = export_onnx(model, output, weights=weights, opset=opset, fp16=fp16, temperature=temperature)
     for (b, h, w), diff in report.parity:
         err.print(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)", markup=False, highlight=False)
     err.print(f"{report.model}: opset {report.opset}, {report.precision}, {report.bytes / 2**20:.1f} MiB",

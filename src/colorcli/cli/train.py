@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, safe_text, user_errors
+from colorcli.cli.common import require_torch, err, out, safe_text, user_errors
 
 
 class _RichCallbacks:
@@ -70,6 +70,7 @@ def train(
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""
+    require_torch("train")
     from colorcli.train import TrainConfig
     from colorcli.train import train as run_train
 
@@ -114,6 +115,7 @@ def prepare(
     quality: Annotated[int, typer.Option("--quality", help="JPEG quality of the stored crops.")] = 82,
 ) -> None:
     """Decode, crop and cache training photos once (grayscale ones are skipped)."""
+    require_torch("prepare")
     from colorcli.data import prepare as run_prepare
 
     with user_errors(), Progress(*Progress.get_default_columns(), console=err) as progress:

@@ -89,15 +89,8 @@ class Luv50(ColorModel):
     def decode(self, raw: torch.Tensor, *, temperature: float | None = None) -> torch.Tensor:
         """Logits -> U/V ``(B, 2, h, w)`` in [-span, span]: annealed expectation of bin means."""
         t = self.config.temperature if temperature is None else temperature
-        means = self.bin_means.to(raw.dtype)
-        out = []
-        for logits in self.split(raw):
-            if t <= 1e-3:  # the mode; a tiny T would overflow the softmax
-                out.append(means[logits.argmax(dim=1)].unsqueeze(1))
-            else:
-                p = torch.softmax(logits.float() / t, dim=1).to(raw.dtype)
-                out.append(torch.einsum("bqhw,q->bhw", p, means).unsqueeze(1))
-        return torch.cat(out, dim=1)
+        means = self.bin_means.to(raw.dtype)[:, None]  # (Q, 1): one value per bin
+        return torch.cat([color.annealed_mean(logits, means, temperature=t) for logits in self.split(raw)], dim=1)
 
     def targets(self, rgb: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """sRGB ``(B, 3, H, W)`` in [0, 1] -> U and V bin indices ``(B, h, w)`` at ``size``."""

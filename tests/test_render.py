@@ -1,4 +1,5 @@
-"""Edge-aware refinement (guided filter on L) and mirror averaging, on hand-made inputs."""
+"""The pixel steps (colorcli.inference.render): edge-aware refinement (guided filter on L),
+band-wise upsampling, Chroma vs Coefficients; and mirror averaging, on hand-made inputs."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from colorcli import refine
 from colorcli.cli import app
+from colorcli.inference import Chroma, Coefficients, Colorizer, InferenceSettings
+from colorcli.inference import render as refine
+from colorcli.inference.render import recombine, upsample_band
 from colorcli.models import create_model
-from colorcli.onnx_runtime import upsample_band
-from colorcli.pipeline import Colorizer, recombine
 
 
 def _step_scene(edge: int, h: int = 64, w: int = 64, stride: int = 4):
@@ -29,9 +30,10 @@ def test_refined_colour_edge_sits_on_the_edge_in_l(edge):
     L, chroma = _step_scene(edge)
     h, w = L.shape
     plain = upsample_band(chroma, h, w, 0, h)[0]
-    coef = refine.guided_coefficients(L, chroma)
-    assert coef.shape == (refine.COEFFICIENTS, h, w) and coef.dtype == np.float32
-    refined = refine.apply_coefficients(coef, L[None])[0]
+    coef = refine.guided_coefficients(L, Chroma(chroma))
+    assert isinstance(coef, Coefficients)
+    assert coef.values.shape == (4, h, w) and coef.values.dtype == np.float32
+    refined = refine.apply_coefficients(coef.values, L)[0]
     # Bilinear upsampling ramps the colour over a coarse cell (steps of at most 20 ab); the
     # guided filter makes one sharp step, exactly where L has its edge.
     jumps_plain = np.abs(np.diff(plain, axis=1))
@@ -46,13 +48,13 @@ def test_flat_chroma_and_flat_l_pass_through():
     L = rng.uniform(0, 100, (40, 56)).astype(np.float32)
     chroma = np.full((2, 10, 14), 0.0, np.float32)
     chroma[0], chroma[1] = 12.5, -7.0
-    out = refine.apply_coefficients(refine.guided_coefficients(L, chroma), L[None])
+    out = refine.apply_coefficients(refine.guided_coefficients(L, Chroma(chroma)).values, L)
     np.testing.assert_allclose(out[0], 12.5, atol=1e-3)
     np.testing.assert_allclose(out[1], -7.0, atol=1e-3)
     # Flat L (no edges to follow): the result is a smoothed copy of the chroma, mean preserved.
     flat = np.full((40, 56), 50.0, np.float32)
     varied = rng.normal(0, 20, (2, 10, 14)).astype(np.float32)
-    out = refine.apply_coefficients(refine.guided_coefficients(flat, varied), flat[None])
+    out = refine.apply_coefficients(refine.guided_coefficients(flat, Chroma(varied)).values, flat)
     up = upsample_band(varied, 40, 56, 0, 40)
     assert out.std() < up.std()
     np.testing.assert_allclose(out.mean(axis=(1, 2)), up.mean(axis=(1, 2)), atol=1.5)
@@ -68,42 +70,76 @@ def test_recombine_applies_coefficients_at_full_size():
     """Coefficients from the network view are applied to the full-resolution L: at 4x the
     size, the colour edge sits on the full-size L edge."""
     L_small, chroma = _step_scene(34)
-    coef = torch.from_numpy(refine.guided_coefficients(L_small, chroma))[None]
+    coef = refine.guided_coefficients(L_small, Chroma(chroma))
     L_big = np.where(np.arange(256)[None, :] < 137, 30.0, 70.0).repeat(256, 0).astype(np.float32)
     rgb = recombine(L_big, coef)
     assert rgb.shape == (256, 256, 3)
     red_minus_green = rgb[..., 0] - rgb[..., 1]
     assert (np.abs(np.diff(red_minus_green, axis=1)).argmax(axis=1) == 136).all()
     with pytest.raises(ValueError, match="coefficients"):
-        recombine(L_big, torch.zeros(1, 3, 8, 8))
+        Coefficients(np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="chroma"):
+        Chroma(np.zeros((4, 8, 8), np.float32))
+    # Chroma and coefficients are types, never told apart by a channel count.
+    with pytest.raises(TypeError, match="Chroma or Coefficients"):
+        recombine(L_big, np.zeros((1, 2, 8, 8), np.float32))
 
 
-def _ramp_backend(L: torch.Tensor) -> torch.Tensor:
+def test_box_filter_matches_scipy():
+    from scipy.ndimage import uniform_filter
+
+    rng = np.random.default_rng(0)
+    for shape, r in (((40, 56), 3), ((9, 7), 2), ((32, 32), 8), ((5, 40), 6)):
+        x = rng.standard_normal(shape)
+        np.testing.assert_allclose(refine._box(x, r), uniform_filter(x, size=2 * r + 1, mode="reflect"),
+                                   atol=1e-10)
+
+
+class _RampBackend:
     """Chroma that depends on the column: a = column index, b = row index."""
-    b, _, h, w = L.shape
-    cols = torch.arange(w, dtype=torch.float32).expand(b, 1, h, w)
-    rows = torch.arange(h, dtype=torch.float32)[:, None].expand(b, 1, h, w)
-    return torch.cat([cols, rows], dim=1)
+
+    chroma_space, default_size, temperature, source = "lab", 32, None, "ramp"
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        b, _, h, w = L.shape
+        cols = np.broadcast_to(np.arange(w, dtype=np.float32), (b, 1, h, w))
+        rows = np.broadcast_to(np.arange(h, dtype=np.float32)[:, None], (b, 1, h, w))
+        return np.concatenate([cols, rows], axis=1)
 
 
 def test_tta_averages_with_the_mirror_image():
-    L = torch.rand(3, 1, 32, 64) * 100
-    plain = Colorizer(backend=_ramp_backend, size=32, tta=False).predict_chroma(L)
-    mirrored = Colorizer(backend=_ramp_backend, size=32, tta=True).predict_chroma(L)
-    assert torch.equal(plain, _ramp_backend(L))
+    L = np.random.default_rng(0).random((3, 1, 32, 64), dtype=np.float32) * 100
+    plain = Colorizer(_RampBackend(), InferenceSettings(tta=False)).predict_chroma(L)
+    mirrored = Colorizer(_RampBackend(), InferenceSettings(tta=True)).predict_chroma(L)
+    assert np.array_equal(plain, _RampBackend().predict(L))
     # column j and its mirror 63 - j average to 31.5 everywhere; rows are unchanged.
-    torch.testing.assert_close(mirrored[:, 0], torch.full((3, 32, 64), 31.5))
-    torch.testing.assert_close(mirrored[:, 1], plain[:, 1])
+    np.testing.assert_allclose(mirrored[:, 0], np.full((3, 32, 64), 31.5))
+    np.testing.assert_allclose(mirrored[:, 1], plain[:, 1])
 
 
 def test_tta_with_a_model_is_mirror_symmetric():
     torch.manual_seed(0)
-    col = Colorizer(create_model("test_mcl"), tta=True, refine=False)
-    L = torch.rand(2, 1, 64, 96) * 100
+    model = create_model("test_mcl")
+    col = Colorizer.from_model(model, InferenceSettings(tta=True, refine=False))
+    L = np.random.default_rng(0).random((2, 1, 64, 96), dtype=np.float32) * 100
     a = col.predict_chroma(L)
-    b = col.predict_chroma(L.flip(-1)).flip(-1)
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    assert not torch.allclose(a, Colorizer(col.model, tta=False).predict_chroma(L), atol=1e-4)
+    b = col.predict_chroma(np.ascontiguousarray(L[..., ::-1]))[..., ::-1]
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    plain = Colorizer.from_model(model, InferenceSettings(tta=False)).predict_chroma(L)
+    assert not np.allclose(a, plain, atol=1e-4)
+
+
+def test_non_finite_network_output_is_a_user_error():
+    from colorcli.errors import InferenceError
+
+    class _Nan(_RampBackend):
+        def predict(self, L):
+            out = super().predict(L).copy()
+            out[0, 0, 0, 0] = np.nan
+            return out
+
+    with pytest.raises(InferenceError, match="non-finite"):
+        Colorizer(_Nan()).colorize_l(np.full((40, 50), 50, np.float32))
 
 
 def test_cli_switches_change_the_output(tmp_path, tiny_weights):
@@ -119,7 +155,8 @@ def test_cli_switches_change_the_output(tmp_path, tiny_weights):
                                        "--weights", str(tiny_weights), "--device", "cpu", *flags])
         assert res.exit_code == 0, res.output
         outs[d.name] = np.asarray(Image.open(d / "in_color.png"))
-    col = Colorizer.from_name("test_mcl", weights=tiny_weights, device="cpu", tta=False, refine=False)
+    col = Colorizer.from_name("test_mcl", weights=tiny_weights,
+                              settings=InferenceSettings(device="cpu", tta=False, refine=False))
     gray = np.asarray(Image.open(src), dtype=np.float32) / 255
     from colorcli.imageio import to_uint8
 

@@ -9,17 +9,20 @@ import torch
 from PIL import Image
 from skimage.color import rgb2lab
 
-from colorcli import color, pipeline
+from colorcli import color, sizing
 from colorcli.errors import ColorcliError, ImageReadError, UnknownModelError
 from colorcli.imageio import read_photo
+from colorcli.inference import Colorizer, InferenceSettings, render
+from colorcli.inference.backends import resolve_device
+from colorcli.inference.render import rgb_to_l
 from colorcli.models import create_model
-from colorcli.pipeline import Colorizer, network_size, rgb_to_l
+from colorcli.sizing import network_size
 
 
 @pytest.fixture(scope="module")
 def colorizer() -> Colorizer:
     torch.manual_seed(0)
-    return Colorizer(create_model("test_mcl"))
+    return Colorizer.from_model(create_model("test_mcl"))
 
 
 def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -92,8 +95,8 @@ def test_colour_input_is_recolorized_from_its_l_alone(colorizer):
 def test_bands_give_the_same_result_as_one_pass(colorizer, monkeypatch):
     L = rgb_to_l(_textured(97, 61).astype(np.float32) / 255)
     whole = colorizer.colorize_l(L)
-    monkeypatch.setattr(pipeline, "BAND_PIXELS", 61 * 7)  # 7-row bands, last one short
-    assert len(pipeline._bands(97, 61)) == 14
+    monkeypatch.setattr(render, "BAND_PIXELS", 61 * 7)  # 7-row bands, last one short
+    assert len(render.bands(97, 61)) == 14
     np.testing.assert_allclose(colorizer.colorize_l(L), whole, atol=1e-5, rtol=0)
 
 
@@ -106,9 +109,9 @@ def test_network_size_is_a_multiple_of_32_with_the_aspect_kept(h, w, size):
     nh, nw = network_size(h, w, size)
     assert nh % 32 == 0 and nw % 32 == 0 and nh >= 32 and nw >= 32
     # The long side never passes MAX_ASPECT times the size (plus rounding to 32).
-    assert max(nh, nw) <= size * pipeline.MAX_ASPECT + 16
+    assert max(nh, nw) <= size * sizing.MAX_ASPECT + 16
     aspect, net_aspect = max(h, w) / min(h, w), max(nh, nw) / min(nh, nw)
-    if aspect <= pipeline.MAX_ASPECT:
+    if aspect <= sizing.MAX_ASPECT:
         # Short side is the asked size up to rounding, and the shape is the photo's: each side
         # is within half a 32-px step of the exact scaled length.
         assert abs(min(nh, nw) - size) <= 16
@@ -118,7 +121,7 @@ def test_network_size_is_a_multiple_of_32_with_the_aspect_kept(h, w, size):
     else:
         # Too thin to keep: the long side is capped, the short side kept as large as it allows.
         assert net_aspect <= aspect
-        assert max(nh, nw) >= size * pipeline.MAX_ASPECT - 16
+        assert max(nh, nw) >= size * sizing.MAX_ASPECT - 16
 
 
 @pytest.mark.parametrize("size", [0, 16, 100, 250, -32])
@@ -126,7 +129,7 @@ def test_size_not_a_multiple_of_32_is_a_user_error(size):
     with pytest.raises(ColorcliError, match="multiple of 32"):
         network_size(100, 100, size)
     with pytest.raises(ColorcliError, match=f"got {size}"):
-        Colorizer(create_model("test_l2"), size=size)
+        Colorizer.from_model(create_model("test_l2"), InferenceSettings(size=size))
 
 
 def test_one_pixel_image_is_rejected(tmp_path):
@@ -148,7 +151,9 @@ def test_unknown_model_and_missing_weights(tmp_path, monkeypatch):
 
 def test_bad_device_is_a_user_error():
     with pytest.raises(ColorcliError, match="unknown device"):
-        pipeline.resolve_device("tpu")
+        resolve_device("tpu")
+    with pytest.raises(ColorcliError, match="unknown device"):
+        InferenceSettings(device="tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ColorcliError, match="no CUDA"):
-            pipeline.resolve_device("cuda")
+            resolve_device("cuda")

@@ -1,0 +1,248 @@
+"""Backends: the one step of the inference path that varies, the network call.
+
+A backend maps L ``(B, 1, h, w)`` float32 in [0, 100] at network size (h, w multiples of 32)
+to DECODED chroma ``(B, 2, h', w')`` float32 (a/b or u/v; ``h'`` may be ``h / stride``), numpy
+in and out, and says which chroma space it predicts and its default network size. Everything
+else (sizes, mirror averaging, refinement, upsampling, colour) is the colorizer's.
+
+- :class:`TorchBackend`: a PyTorch model and its own ``decode``. torch is imported here only,
+  inside the class, so the light install (no torch) never loads it.
+- :class:`OnnxBackend`: a file from ``colorcli export`` run by onnxruntime (decoding is in the
+  graph; colorcli metadata gives the chroma space, default size and temperature).
+- :class:`ZeroChroma`: no chroma at all (the gray baseline of ``eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from colorcli.errors import ColorcliError, WeightsError
+from colorcli.sizing import MULTIPLE
+
+if TYPE_CHECKING:
+    from colorcli.models import ColorModel
+
+# Metadata written by colorcli.export and checked here (all values are strings).
+ONNX_FORMAT = "colorcli-onnx"
+ONNX_FORMAT_VERSION = 1
+INPUT_NAME = "L"
+OUTPUT_NAME = "chroma"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The network step: ``predict(L (B, 1, h, w)) -> chroma (B, 2, h', w')``, float32 numpy."""
+
+    chroma_space: str  # "lab" or "luv"
+    default_size: int  # short side the network sees unless settings say otherwise
+    temperature: float | None  # the decoding temperature in use (None: regression)
+    source: str  # where the network came from, for reports
+
+    def predict(self, L: np.ndarray) -> np.ndarray: ...
+
+
+def check_input(L: np.ndarray) -> None:
+    if L.ndim != 4 or L.shape[1] != 1 or L.shape[2] % MULTIPLE or L.shape[3] % MULTIPLE:
+        raise ValueError(f"expected L (B, 1, H, W) with H, W multiples of {MULTIPLE}, got {L.shape}")
+
+
+class ZeroChroma:
+    """A backend with no chroma: the output is the neutral image with the photo's L."""
+
+    chroma_space = "lab"
+    temperature = None
+    source = "neutral image with the photo's L"
+
+    def __init__(self, default_size: int = 224) -> None:
+        self.default_size = default_size
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        return np.zeros((L.shape[0], 2, *L.shape[-2:]), dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch
+
+
+def resolve_device(device: str = "auto"):
+    """``auto``/``cpu``/``cuda`` -> a ``torch.device`` (imports torch)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ColorcliError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class TorchBackend:
+    """A PyTorch model plus its decoding (moved to ``device`` and set to eval mode)."""
+
+    def __init__(self, model: ColorModel, *, device: str = "cpu", temperature: float | None = None) -> None:
+        from colorcli.models.base import effective_temperature
+
+        self.model = model
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        model.to(self.device).eval()
+        self.chroma_space = model.chroma_space
+        self.default_size = model.config.default_size
+        self.temperature = effective_temperature(model, temperature)
+        path = getattr(model, "weights_path", None)
+        self.source = str(path) if path is not None else f"{model.arch} (in memory)"
+
+    @classmethod
+    def from_name(cls, name: str, weights: Path | None = None, *, device: str = "auto",
+                  temperature: float | None = None) -> TorchBackend:
+        from colorcli.weights import load_named
+
+        return cls(load_named(name, weights), device=device, temperature=temperature)
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        import torch
+
+        check_input(L)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.array(L, dtype=np.float32)).to(self.device)  # a writable copy
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    raw = self.model(x)
+            else:
+                raw = self.model(x)
+            out = self.model.decode(raw.float(), temperature=self.temperature)
+            return out.float().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime
+
+
+def _ort():
+    """onnxruntime, or one clear line saying how to get it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ColorcliError(
+            "the onnx backend needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+        ) from None
+    return onnxruntime
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What colorcli wrote into an exported file's metadata."""
+
+    model: str
+    chroma_space: str
+    default_size: int
+    temperature: float | None
+    precision: str
+    meta: dict[str, str]
+
+
+def read_onnx_info(meta: dict[str, str], path: Path) -> OnnxInfo:
+    """Check and parse the metadata map of an exported file; :class:`WeightsError` if not ours."""
+    if meta.get("colorcli_format") != ONNX_FORMAT:
+        raise WeightsError(f"{path}: not an ONNX file exported by `colorcli export` (no colorcli metadata)")
+    if meta.get("colorcli_format_version") != str(ONNX_FORMAT_VERSION):
+        raise WeightsError(
+            f"{path}: colorcli ONNX format version {meta.get('colorcli_format_version')} is not "
+            f"supported (this colorcli reads version {ONNX_FORMAT_VERSION}); export it again"
+        )
+    try:
+        space = meta["chroma_space"]
+        size = int(meta["default_size"])
+        temp = json.loads(meta.get("temperature", "null"))
+        model = meta["model"]
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: colorcli metadata is incomplete or broken ({exc})") from None
+    if space not in ("lab", "luv"):
+        raise WeightsError(f"{path}: unknown chroma space {space!r} in its metadata")
+    return OnnxInfo(model, space, size, temp, meta.get("precision", "fp32"), dict(meta))
+
+
+def providers_for(device: str) -> list[str]:
+    """onnxruntime providers for ``device``: CUDA when asked or available (auto), else CPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+    available = _ort().get_available_providers()
+    cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not cuda:
+        raise ColorcliError(
+            "--device cuda was asked for but onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+        )
+    if device == "cpu" or not cuda:
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class OnnxBackend:
+    """An exported model run by onnxruntime (no torch needed)."""
+
+    def __init__(self, path: Path, *, device: str = "auto", threads: int | None = None,
+                 temperature: float | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"{path}: ONNX file not found")
+        self.path = path
+        self.source = str(path)
+        self.providers = providers_for(device)
+        ort = _ort()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: provider-placement notes are not for users
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise WeightsError(f"{path}: cannot load the ONNX model ({first})") from None
+        self.info = read_onnx_info(self.session.get_modelmeta().custom_metadata_map, path)
+        if temperature is not None and self.info.temperature is not None and not math.isclose(
+            temperature, self.info.temperature, abs_tol=1e-6
+        ):
+            # Decoding lives inside the graph, so its temperature is fixed at export time.
+            raise ColorcliError(
+                f"{path}: exported with temperature {self.info.temperature}; the onnx backend "
+                f"cannot change it: export again with `colorcli export --temperature {temperature}`"
+            )
+        self.chroma_space = self.info.chroma_space
+        self.default_size = self.info.default_size
+        self.temperature = self.info.temperature
+
+    @classmethod
+    def from_name(cls, name: str, onnx: Path | None = None, *, device: str = "auto",
+                  threads: int | None = None, temperature: float | None = None) -> OnnxBackend:
+        """Model ``name`` from ``onnx`` (default: its shipped ``<name>.onnx``)."""
+        from colorcli.paths import find_shipped, weights_dirs
+
+        if onnx is None:
+            onnx = find_shipped(f"{name}.onnx")
+            if onnx is None:
+                raise ColorcliError(
+                    f"model {name!r} has no ONNX file ({name}.onnx in "
+                    f"{', '.join(str(d) for d in weights_dirs())}); make one with "
+                    f"`colorcli export --shipped {name}` or `colorcli export --model {name} -o FILE`, "
+                    f"or install colorcli[train] for the torch backend"
+                )
+        backend = cls(onnx, device=device, threads=threads, temperature=temperature)
+        if backend.info.model != name:
+            raise WeightsError(f"{onnx}: holds model {backend.info.model!r}, not {name!r}")
+        return backend
+
+    def predict(self, L: np.ndarray) -> np.ndarray:
+        check_input(L)
+        try:
+            return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(L, dtype=np.float32)})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no useful types
+            if "alloc" in str(exc).lower():
+                # The batch runner reports MemoryError per file and goes on with the rest.
+                raise MemoryError(str(exc).strip().splitlines()[0]) from exc
+            raise
