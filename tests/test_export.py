@@ -267,3 +267,28 @@ def test_colorize_cli_without_torch(exports, tiny_weights, photo_dir, tmp_path):
         assert a.shape == b.shape
         diff = np.abs(a - b)
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01, name
+
+
+def test_commands_without_torch(tmp_path):
+    """Without torch: `models` lists the shipped models, `eval`/`train`/`export` say in one line
+    how to get torch, and nothing imports torch on the way."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["torch"] = None
+        from colorcli.cli import app
+        for args in (["models"], ["eval", "."], ["train", "-m", "mcl", "-o", "w.safetensors"],
+                     ["export", "--shipped", "mcl"]):
+            try:
+                app(args, prog_name="colorcli")
+            except SystemExit as exc:
+                print("exit", args[0], exc.code)
+        assert "torch" not in {k.split(".")[0] for k, v in sys.modules.items() if v is not None}
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "exit models 0" in proc.stdout and "mcl" in proc.stdout
+    for cmd in ("eval", "train", "export"):
+        assert f"exit {cmd} 2" in proc.stdout
+        assert f'`colorcli {cmd}` needs PyTorch: pip install "colorcli[train]"' in proc.stderr

@@ -17,14 +17,15 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from colorcli import metrics
-from colorcli.evaluate import GRAY, GROUND_TRUTH, EvalResult
 from colorcli.imageio import atomic_write_bytes
+
+if TYPE_CHECKING:  # evaluation needs torch; comparison_sheet (the light install's compare) does not
+    from colorcli.evaluate import EvalResult
 
 FILES = {
     "csv": "per_image.csv",
@@ -85,6 +86,8 @@ def table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
     With ``semantic``, rows for the ground truth (and the gray input when the gray baseline is
     not a system) carry only their top-1/top-5, so a model's numbers have their reference.
     """
+    from colorcli.evaluate import GRAY, GROUND_TRUTH
+
     cols = _columns(result)
     headers = ["system", *(h for _, h, _ in cols)]
     rows = []
@@ -142,6 +145,8 @@ def _json_safe(x: Any) -> Any:
 
 def summary_json(result: EvalResult) -> dict[str, Any]:
     """The summary as plain JSON-able data."""
+    from colorcli import metrics
+
     data: dict[str, Any] = {
         "folder": str(result.folder),
         "photos": len(result.images),
@@ -162,6 +167,8 @@ def summary_json(result: EvalResult) -> dict[str, Any]:
 
 def per_image_csv(result: EvalResult) -> str:
     """One row per (photo, system) scored; metrics in full precision."""
+    from colorcli import metrics
+
     keys = list(metrics.METRIC_LABELS)
     if result.semantic:
         keys += ["top1", "top5"]
@@ -243,6 +250,8 @@ def contact_sheet(result: EvalResult) -> Image.Image:
 
     ΔCF here is a photo's |CF(pred) − CF(gt)| averaged over the colorizing systems.
     """
+    from colorcli.evaluate import GRAY, GROUND_TRUTH
+
     cell, pad, label_w, head_h, section_h = 128, 6, 190, 24, 28
     font, small = _font(13), _font(11)
     cols = result.sheet_columns or [GRAY, GROUND_TRUTH]
@@ -282,6 +291,8 @@ def contact_sheet(result: EvalResult) -> Image.Image:
 
 def accuracy_plot(result: EvalResult, *, width: int = 820, height: int = 520) -> Image.Image:
     """Pixel accuracy (fraction of pixels with ab distance ≤ t) against t = 0..150, per system."""
+    from colorcli import metrics
+
     img = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(img)
     font, small = _font(13), _font(11)
