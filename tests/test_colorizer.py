@@ -157,3 +157,45 @@ def test_bad_device_is_a_user_error():
     if not torch.cuda.is_available():
         with pytest.raises(ColorcliError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_settings_are_one_frozen_validated_value():
+    import dataclasses
+
+    s = InferenceSettings()
+    assert (s.size, s.temperature, s.tta, s.refine, s.device, s.threads) == (None, None, True, True, "auto", None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.size = 64  # type: ignore[misc]
+    assert s.replace(size=96).size == 96 and s.size is None
+    for bad in ({"size": 100}, {"temperature": 0.0}, {"temperature": float("nan")}, {"threads": 0},
+                {"device": "tpu"}):
+        with pytest.raises(ColorcliError):
+            InferenceSettings(**bad)
+
+
+def test_backends_share_one_interface(tiny_weights, tmp_path):
+    from colorcli.export import export_onnx
+    from colorcli.inference import Backend, OnnxBackend, TorchBackend, ZeroChroma, make_backend
+
+    onnx_file = export_onnx("test_mcl", tmp_path / "t.onnx", weights=tiny_weights).path
+    cpu = InferenceSettings(device="cpu")
+    torch_b = make_backend("test_mcl", weights=tiny_weights, settings=cpu)
+    onnx_b = make_backend("test_mcl", weights=onnx_file, settings=cpu)  # auto: the file's kind
+    assert isinstance(torch_b, TorchBackend) and isinstance(onnx_b, OnnxBackend)
+    L = np.random.default_rng(0).random((2, 1, 64, 96), dtype=np.float32) * 100
+    outs = []
+    for b in (torch_b, onnx_b, ZeroChroma()):
+        assert isinstance(b, Backend)
+        out = b.predict(L)
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape[:2] == (2, 2)
+        outs.append(out)
+    assert outs[0].shape == outs[1].shape and np.abs(outs[0] - outs[1]).max() < 0.5
+    assert not outs[2].any()
+    assert torch_b.temperature == onnx_b.temperature == pytest.approx(0.38)
+    with pytest.raises(ColorcliError, match="unknown backend"):
+        make_backend("test_mcl", backend="tensorrt")
+    # Whatever the backend, one Colorizer runs the rest of the path: same photo, within 1/255.
+    L_photo = rgb_to_l(_textured(70, 90).astype(np.float32) / 255)
+    a = Colorizer(torch_b, cpu).colorize_l(L_photo)
+    b = Colorizer(onnx_b, cpu).colorize_l(L_photo)
+    assert np.abs(a - b).max() <= 1 / 255

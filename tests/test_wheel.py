@@ -10,6 +10,7 @@ dependencies come from the package index or pip's cache). Takes about a minute.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -35,8 +36,15 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # A clean copy of what the build reads: building in the checkout would leave build/ and
+    # *.egg-info there, and a stale build/lib would leak old files into later wheels.
+    src = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT / "weights", src / "weights")
     # Built as pip builds it for a user: in an isolated environment with the declared setuptools.
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)], cwd=out)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)], cwd=out)
     (found,) = out.glob("colorcli-*.whl")
     return found
 

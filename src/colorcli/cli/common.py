@@ -17,7 +17,7 @@ from colorcli.errors import ColorcliError
 out = Console(soft_wrap=True)  # results: stdout
 err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: stderr
 
-# Inference switches shared by colorize, compare and eval (see colorcli.pipeline).
+# Inference switches shared by colorize, compare and eval (see colorcli.inference).
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average each photo's colours with those of its mirror image (2 network runs).")]
 RefineOption = Annotated[bool, typer.Option("--refine/--no-refine", help="Edge-aware refinement: colour follows the edges of the full-resolution photo (guided filter).")]
 
