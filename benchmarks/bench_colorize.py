@@ -6,7 +6,7 @@ per configuration reads a grayscale JPEG, colorizes it and writes the result, ``
 times after one warm-up run; the table gives the median seconds per image and the child's peak
 RSS (``ru_maxrss`` from ``os.wait4``). The IO floor is the same loop without the network:
 decode, RGB -> L, L + zero chroma -> sRGB, encode; measured in the same run for each backend's
-colour code (torch: ``colorcli.pipeline``; onnx: the shipped colour graphs).
+pixel code (``colorcli.inference.render``, numpy, shared by both backends).
 
 Children are pinned to ``--cores`` CPU cores (default 2) with that many threads. Where CUDA is
 available (torch with a GPU; onnxruntime-gpu for the onnx backend) every configuration also
@@ -37,6 +37,9 @@ TARGETS = {  # from the issue; checked in the summary under the table
     "12mp_rss_mb": 1500,
     "onnx_speedup": 1.3,
 }
+# --old-src DIR adds "old torch" rows: the torch path before the one-Colorizer redesign
+# (``colorcli.pipeline`` of commit d8a228d, e.g. ``git archive d8a228d | tar -x -C DIR``), run
+# in the same session, so the speed-up over it is measured side by side.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,36 +53,41 @@ def _child(cfg: dict) -> dict:
     if cores and hasattr(os, "sched_setaffinity"):
         avail = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, avail[:cores])
-    from colorcli.imageio import read_photo, write_image
 
     kind, device = cfg["kind"], cfg["device"]
-    if kind in ("torch", "floor_torch"):
+    if kind == "old_torch":  # colorcli as it was before the redesign (PYTHONPATH set by the parent)
         import torch
 
         torch.set_num_threads(cores or torch.get_num_threads())
         from colorcli import pipeline
 
-        if kind == "torch":
-            colorizer = pipeline.Colorizer.from_name(cfg["model"], weights=Path(cfg["weights"]), device=device,
-                                                     tta=not cfg["plain"], refine=not cfg["plain"])
-            work = colorizer.colorize_rgb
-        else:
-            def work(rgb):
-                L = pipeline.rgb_to_l(rgb)
-                h, w = L.shape
-                return pipeline.recombine(L, torch.zeros(1, 2, max(1, h // 4), max(1, w // 4)))
-    else:
-        from colorcli.onnx_runtime import OnnxColorizer
+        colorizer = pipeline.Colorizer.from_name(cfg["model"], weights=Path(cfg["weights"]), device=device,
+                                                 tta=not cfg["plain"], refine=not cfg["plain"])
+        colorizer.rgb_to_l = pipeline.rgb_to_l
+        work = colorizer.colorize_rgb
+        return _timed(cfg, colorizer, work, kind)
+    if kind.endswith("torch"):
+        import torch
 
-        colorizer = OnnxColorizer(Path(cfg["onnx"]), device=device, threads=cores or None,
-                                  tta=not cfg["plain"], refine=not cfg["plain"])
-        if kind == "onnx":
-            work = colorizer.colorize_rgb
-        else:
-            def work(rgb):
-                L = colorizer.rgb_to_l(rgb)
-                h, w = L.shape
-                return colorizer.recombine(L, np.zeros((1, 2, max(1, h // 4), max(1, w // 4)), np.float32))
+        torch.set_num_threads(cores or torch.get_num_threads())
+    from colorcli.inference import Colorizer, InferenceSettings, render
+
+    settings = InferenceSettings(device=device, threads=cores or None, tta=not cfg["plain"], refine=not cfg["plain"])
+    if kind in ("torch", "onnx"):
+        colorizer = Colorizer.from_name(cfg["model"], weights=Path(cfg["weights" if kind == "torch" else "onnx"]),
+                                        backend=kind, settings=settings)
+        work = colorizer.colorize_rgb
+    else:  # the IO floor: the same pixel steps without a network (shared by both backends)
+        def work(rgb):
+            L = render.rgb_to_l(rgb, threads=cores or 1)
+            h, w = L.shape
+            zero = render.Chroma(np.zeros((2, max(1, h // 4), max(1, w // 4)), np.float32))
+            return render.recombine(L, zero, threads=cores or 1)
+    return _timed(cfg, colorizer if kind in ("torch", "onnx") else None, work, kind)
+
+
+def _timed(cfg: dict, colorizer, work, kind: str) -> dict:
+    from colorcli.imageio import read_photo, write_image
 
     out = Path(cfg["out"])
     times, cpu = [], []
@@ -94,10 +102,10 @@ def _child(cfg: dict) -> dict:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     res = {"times": times, "cpu": cpu}
-    if kind in ("torch", "onnx"):
+    if colorizer is not None:
         # The network alone, on this photo's network-size input (after its own warm-up above).
         photo = read_photo(Path(cfg["image"]))
-        x = colorizer.network_input(colorizer.rgb_to_l(photo.rgb) if kind == "onnx" else pipeline.rgb_to_l(photo.rgb))
+        x = colorizer.network_input(colorizer.rgb_to_l(photo.rgb))
         net = []
         for _ in range(max(3, cfg["repeats"])):
             t0 = time.perf_counter()
@@ -107,13 +115,13 @@ def _child(cfg: dict) -> dict:
     return res
 
 
-def run_child(cfg: dict) -> dict:
+def run_child(cfg: dict, env: dict | None = None) -> dict:
     """Run one configuration in a fresh interpreter; its own peak RSS comes from wait4."""
     with tempfile.TemporaryFile("w+") as errfile:
         # stderr to a file, so a chatty child never blocks on a full pipe while we read stdout;
         # Popen.wait() would reap the child and lose its rusage, so wait4 does the waiting.
         proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                stdout=subprocess.PIPE, stderr=errfile, text=True)
+                                stdout=subprocess.PIPE, stderr=errfile, text=True, env=env)
         stdout = proc.stdout.read()
         proc.stdout.close()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -219,6 +227,8 @@ def main() -> None:
     ap.add_argument("--format", choices=("jpg", "png"), default="jpg", help="output format")
     ap.add_argument("--plain", action="store_true",
                     help="colorize as with --no-tta --no-refine (default: colorize's defaults, both on)")
+    ap.add_argument("--old-src", type=Path, default=None,
+                    help="a checkout of colorcli before the redesign (commit d8a228d): adds its torch path as 'old torch'")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs and exports here")
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", type=str, default=None, help=argparse.SUPPRESS)
@@ -256,23 +266,29 @@ def main() -> None:
     for mp in sizes:
         path, w, h = images[mp]
         for device in devices:
-            configs = [("IO floor", b, {"kind": f"floor_{b}", "onnx": flagship["onnx"]}) for b in backends]
+            configs = [("IO floor", "-", {"kind": "floor", "onnx": flagship["onnx"]})]
             for m in models:
+                if args.old_src is not None:
+                    configs.append((m["name"], "old torch", {"kind": "old_torch", "model": m["name"], "weights": m["weights"]}))
                 for b in backends:
                     configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"]}))
             for label, backend, cfg in configs:
                 cfg = {**cfg, "device": device, "image": str(path), "repeats": repeats, "cores": args.cores,
                        "plain": args.plain,
                        "out": str(work / f"out-{os.getpid()}.{args.format}")}
-                res = run_child(cfg)
+                env = None
+                if backend == "old torch":
+                    env = {**os.environ, "PYTHONPATH": str(args.old_src.resolve() / "src")}
+                res = run_child(cfg, env)
                 rows.append((mp, device, label, backend, res))
                 print(f"  {mp:g} MP {device} {label} {backend}: "
                       + (res["error"] if "error" in res else f"{statistics.median(res['times']):.3f} s"),
                       file=sys.stderr, flush=True)
 
     # ---- table
-    floor = {(mp, d, b): statistics.median(r["times"]) for mp, d, lab, b, r in rows
-             if lab == "IO floor" and "times" in r}
+    # One floor per size: both backends share the pixel code.
+    floor = {(mp, d, b): statistics.median(r["times"]) for mp, d, lab, _, r in rows
+             if lab == "IO floor" and "times" in r for b in backends}
     # CPU s: CPU time of all the child's threads per image; less disturbed by other load than
     # wall time, and about (wall s x cores) on an idle machine when all cores are busy.
     # net s: the network alone (median), on the network-size input of that photo (two passes
@@ -318,6 +334,13 @@ def main() -> None:
             print(f"  12 MP {b}: {big[0]:.3f} s (<= {TARGETS['12mp_seconds']} s), {big[1]:.0f} MB peak "
                   f"(<= {TARGETS['12mp_rss_mb']} MB): {'met' if ok else 'NOT met'}")
     for mp in sizes:
+        old = med(mp, "cpu", flagship["name"], "old torch")
+        for b in backends:
+            new = med(mp, "cpu", flagship["name"], b)
+            if old and new:
+                x = old[0] / new[0]
+                print(f"  {mp:g} MP {b} vs the old torch path: {x:.2f}x faster end to end "
+                      f"(>= {TARGETS['onnx_speedup']}x): {'met' if x >= TARGETS['onnx_speedup'] else 'NOT met'}")
         t, o = med(mp, "cpu", flagship["name"], "torch"), med(mp, "cpu", flagship["name"], "onnx")
         if t and o:
             s, n = t[0] / o[0], t[2] / o[2]

@@ -62,7 +62,7 @@ def test_no_two_modules_import_each_other():
     ("colorcli.inference.render", {"colorcli.color", "colorcli.sizing"}),
     ("colorcli.inference.backends", {"colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.models",
                                      "colorcli.models.base", "colorcli.weights"}),
-    ("colorcli.inference.colorizer", {"colorcli.errors", "colorcli.sizing", "colorcli.inference",
+    ("colorcli.inference.colorizer", {"colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.inference",
                                       "colorcli.inference.render", "colorcli.inference.backends",
                                       "colorcli.inference.settings"}),
     ("colorcli.color", set()),

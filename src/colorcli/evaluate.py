@@ -389,7 +389,9 @@ def _evaluate(
         runners.append((SystemResult(GRAY, "baseline", "neutral image with the photo's L"), gray))
     settings_in = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
     for name in model_names:
-        col = Colorizer.from_name(name, weights=weights.get(name), settings=settings_in)
+        # torch unless an .onnx file is named: eval scores the torch path by default
+        col = Colorizer.from_name(name, weights=weights.get(name), backend="auto" if name in weights else "torch",
+                                  settings=settings_in)
         src = col.backend.source
         temp = col.temperature
         settings = " ".join([f"size={col.size}", *([f"temperature={temp:g}"] if temp is not None else []),

@@ -39,15 +39,23 @@ def torch_available() -> bool:
 def make_backend(name: str, *, weights: Path | None = None, backend: str = "auto",
                  settings: InferenceSettings = InferenceSettings()) -> Backend:
     """The backend for model ``name``: ``torch`` (weights: a .safetensors file), ``onnx``
-    (weights: a .onnx file) or ``auto`` (the file's kind when given, else torch when
-    installed, else onnx)."""
+    (weights: a .onnx file) or ``auto``: the file's kind when weights are given; else
+    onnxruntime when the model's ONNX twin is shipped and the settings allow it (no
+    temperature override, which is baked into the twin, and not ``--device cuda``), since it
+    is the faster one end to end (benchmarks/bench_colorize.py); else torch when installed."""
     if backend not in BACKENDS:
         raise InferenceError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend == "auto":
         if weights is not None:
             backend = "onnx" if Path(weights).suffix.lower() == ".onnx" else "torch"
+        elif not torch_available():
+            backend = "onnx"
         else:
-            backend = "torch" if torch_available() else "onnx"
+            from colorcli.paths import find_shipped
+
+            twin = find_shipped(f"{name}.onnx") is not None
+            fits = settings.temperature is None and settings.device != "cuda"
+            backend = "onnx" if twin and fits else "torch"
     if backend == "onnx":
         return OnnxBackend.from_name(name, weights, device=settings.device, threads=settings.threads,
                                      temperature=settings.temperature)
