@@ -56,7 +56,7 @@ def _cfg(cache: Path, out: Path, **kw) -> TrainConfig:
 
 
 def _ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return T.load_checkpoint(path)
 
 
 def _assert_same_model(a: dict, b: dict) -> None:
@@ -219,6 +219,42 @@ def test_resume_refuses_a_wrong_checkpoint(cache, tmp_path, photos):
         train(_cfg(cache, out, resume=str(tmp_path / "other.ckpt")))
     with pytest.raises(TrainingError, match="not both"):
         train(_cfg(cache, out, resume=str(res.checkpoint), init=str(out)))
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for any command a crafted file could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_never_unpickles_code(cache, tmp_path):
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=1))
+    # A real checkpoint with one object that runs code when unpickled.
+    ck = _ckpt(res.checkpoint)
+    marker = tmp_path / "pwned"
+    ck["history"] = [_Payload(marker)]
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ck, evil)
+    # The payload is live: an unsafe load runs it (so the check below can fail).
+    torch.load(evil, map_location="cpu", weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(TrainingError) as exc:
+        train(_cfg(cache, out, resume=str(evil)))
+    assert not marker.exists()
+    msg = str(exc.value)
+    assert msg.startswith(f"{evil}: cannot read checkpoint: it names ") and "could run code" in msg
+    assert "\n" not in msg
+    # Through the CLI: one line on stderr, exit code 2, and still nothing run.
+    args = ["train", "--model", "test_mcl", "--out", str(out), "--device", "cpu", "--resume", str(evil)]
+    cli = CliRunner().invoke(app, args)
+    assert cli.exit_code == 2 and not marker.exists()
+    assert cli.stderr.strip().count("\n") == 0 and "could run code" in cli.stderr
 
 
 def test_init_from_shipped_weights(cache, tmp_path):

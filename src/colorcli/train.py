@@ -22,7 +22,9 @@ import dataclasses
 import hashlib
 import math
 import os
+import pickle
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -133,6 +135,31 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint read as plain data only (``weights_only=True``).
+
+    A checkpoint is a pickle, and unpickling can call any function a file names: a file handed
+    to ``--resume`` must never run code. Only tensors, numbers, strings, lists, tuples and dicts
+    are accepted, which is all :func:`save_checkpoint` writes; anything else is refused unrun.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise TrainingError(
+                f"{path}: cannot read checkpoint: it names {unsafe.group(1)}, not plain data "
+                "(tensors, numbers, strings, lists, dicts); refused, as loading it could run code"
+            ) from None
+        raise TrainingError(f"{path}: cannot read checkpoint (not a torch checkpoint)") from None
+    except Exception as exc:  # noqa: BLE001 - reading fails in many ways (truncated zip, I/O)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"{path}: cannot read checkpoint ({reason})") from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise TrainingError(f"{path}: not a colorcli training checkpoint")
+    return state
 
 
 @contextlib.contextmanager
@@ -305,12 +332,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
 
     state: dict[str, Any] | None = None
     if cfg.resume:
-        try:
-            state = torch.load(cfg.resume, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways; all mean this
-            raise TrainingError(f"{cfg.resume}: cannot read checkpoint ({exc})") from None
-        if not isinstance(state, dict) or "config" not in state or "model" not in state:
-            raise TrainingError(f"{cfg.resume}: not a colorcli training checkpoint")
+        state = load_checkpoint(Path(cfg.resume))
         if state.get("arch") != cfg.model:
             raise TrainingError(
                 f"{cfg.resume}: checkpoint is for model {state.get('arch')!r}, not {cfg.model!r}"
