@@ -487,3 +487,23 @@ def test_cli_prepare_train_and_resume(photos, tmp_path):
                               "--init", str(tmp_path / "missing.safetensors")])
     assert res.exit_code == 2
     assert res.stderr.strip() == f"error: {tmp_path / 'missing.safetensors'}: weights file not found"
+
+
+def test_pretrained_encoder_is_frozen_first_then_trained_gently(cache, tmp_path):
+    phases: list[str] = []
+
+    class Record(TrainCallbacks):
+        def on_step(self, step, total_steps, loss, phase):
+            phases.append(phase)
+
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=4, freeze_frac=0.5, model_args={"pretrained": True}), Record())
+    assert phases == ["frozen encoder"] * 2 + ["full"] * 2
+    groups = {g["name"]: g["lr_mult"] for g in _ckpt(res.checkpoint)["optimizer"]["param_groups"]}
+    assert groups == {"decoder": 1.0, "encoder": 0.1}
+    # Not pretrained: nothing frozen, one learning rate for all (the same group layout).
+    phases.clear()
+    res = train(_cfg(cache, tmp_path / "n.safetensors", max_steps=2, freeze_frac=0.5), Record())
+    assert phases == ["full", "full"]
+    groups = {g["name"]: g["lr_mult"] for g in _ckpt(res.checkpoint)["optimizer"]["param_groups"]}
+    assert groups == {"decoder": 1.0, "encoder": 1.0}
