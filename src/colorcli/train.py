@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from colorcli import __version__, color, metrics
+from colorcli.distributed import Dist, process_group
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.models import ColorModel, count_parameters, create_model
@@ -332,10 +333,16 @@ class TrainSetup:
     out: Path
     ckpt_file: Path
     select: str
+    dist: Dist = Dist()
+
+    @property
+    def global_batch(self) -> int:
+        """Rows of one step over all processes (``--batch-size`` is per process)."""
+        return self.cfg.batch_size * self.dist.world_size
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.data) // self.cfg.batch_size
+        return len(self.data) // self.global_batch
 
 
 @dataclasses.dataclass
@@ -345,6 +352,7 @@ class TrainState:
     two session-only fields at the end."""
 
     model: ColorModel
+    net: torch.nn.Module  # what the forward pass calls: ``model``, or its DDP wrapper
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     gen: torch.Generator  # data order and augmentation
@@ -359,8 +367,10 @@ class TrainState:
     # Session only: progress never goes back within a session (a larger re-estimate of the
     # total would otherwise raise the learning rate again or re-freeze the encoder) ...
     p_floor: float = 0.0
-    # ... and the monotonic time ``seconds`` was last brought up to date.
+    # ... the monotonic time ``seconds`` was last brought up to date ...
     clock: float = 0.0
+    # ... and a Ctrl-C held until every process agrees to stop (distributed runs).
+    stop_requested: bool = False
 
     def tick(self) -> float:
         """Count the wall time since the last tick into ``seconds``; returns now."""
@@ -398,16 +408,20 @@ def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     return cfg, saved
 
 
-def load_data(cfg: TrainConfig, saved: dict[str, Any] | None, cb: TrainCallbacks) -> tuple[CachedImages, Path]:
+def load_data(
+    cfg: TrainConfig, saved: dict[str, Any] | None, cb: TrainCallbacks, dist: Dist
+) -> tuple[CachedImages, Path]:
     """The training cache, checked against a resumed checkpoint's data order."""
-    cache_path = resolve_data(cfg, cb)
+    with dist.main_first():  # one process prepares a missing cache, the others then read it
+        cache_path = resolve_data(cfg, cb)
     data = CachedImages(cache_path)
-    if len(data) < cfg.batch_size:
-        raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {cfg.batch_size}")
+    batch = cfg.batch_size * dist.world_size
+    if len(data) < batch:
+        raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {batch}")
     if saved is not None and saved.get("order") is not None:
         # The saved data order indexes the cache it was drawn for.
         order_len = len(saved["order"])
-        if order_len != len(data) // cfg.batch_size * cfg.batch_size or int(saved["order"].max()) >= len(data):
+        if order_len != len(data) // batch * batch or int(saved["order"].max()) >= len(data):
             raise TrainingError(
                 f"{cfg.resume}: was made with a different training cache than {cache_path} "
                 f"({len(data)} photos now)"
@@ -478,16 +492,24 @@ def build_model(
 
 
 def new_state(model: ColorModel, setup: TrainSetup, init_info: dict[str, Any]) -> TrainState:
-    """``model`` on the device, ready to train, with a fresh optimizer, scaler and data RNG."""
+    """``model`` on the device, ready to train, with a fresh optimizer, scaler and data RNG;
+    wrapped in DDP (gradients averaged over the processes) in a distributed run."""
     cfg, device = setup.cfg, setup.device
     model.train()
     model.to(device)
     # Channels-last on CPU too: oneDNN's convolutions run faster in NHWC (bench_train.py).
     model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if setup.dist.enabled:
+        # A frozen encoder gets no gradients for a while: DDP must be told to expect that.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model.pretrained_encoder() is not None,
+        )
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.seed)
-    return TrainState(model=model, opt=opt, scaler=scaler, gen=gen, init_info=init_info)
+    return TrainState(model=model, net=net, opt=opt, scaler=scaler, gen=gen, init_info=init_info)
 
 
 def restore_state(ts: TrainState, saved: dict[str, Any]) -> None:
@@ -522,6 +544,7 @@ def save_checkpoint(ts: TrainState, setup: TrainSetup) -> None:
             "order": ts.order,
             "pos": ts.pos,
             "config": dataclasses.asdict(setup.cfg),
+            "world_size": setup.dist.world_size,
             "init_info": ts.init_info,
             "sessions": ts.sessions,
             "colorcli_version": __version__,
@@ -541,6 +564,8 @@ def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
         "steps": ts.step,
         "epochs": round(ts.step / setup.steps_per_epoch, 2),
         "batch_size": cfg.batch_size,
+        "world_size": setup.dist.world_size,
+        "global_batch_size": setup.global_batch,
         "size": cfg.size,
         "lr": cfg.lr,
         "seed": cfg.seed,
@@ -590,8 +615,9 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int, step: int, seconds: floa
 
 
 def next_batch(ts: TrainState, setup: TrainSetup) -> np.ndarray:
-    """Indices into the cache of the next batch; a new epoch draws a new order."""
-    bs = setup.cfg.batch_size
+    """Indices into the cache of the next global batch; a new epoch draws a new order. Every
+    process draws the same (one seed), so the data order is the same at any world size."""
+    bs = setup.global_batch
     if ts.order is None or ts.pos >= setup.steps_per_epoch:
         ts.order = torch.cat(list(iterate_batches(len(setup.data), bs, generator=ts.gen)))
         ts.pos = 0
@@ -620,16 +646,22 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bo
     lr = _lr_at(p, cfg)
     for g in ts.opt.param_groups:
         g["lr"] = lr * g["lr_mult"]
-    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen).to(device)
+    # This process's rows of the global batch (all of it in a single process).
+    rank, b = setup.dist.rank, cfg.batch_size
+    keep = slice(rank * b, (rank + 1) * b) if setup.dist.enabled else None
+    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep).to(device)
     rgb = rgb.contiguous(memory_format=torch.channels_last)
     lab = color.rgb_to_lab(rgb)
     batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
     _set_encoder_phase(model, frozen)
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-        raw = model(batch["L"])
+        raw = ts.net(batch["L"])
         loss = model.loss(raw, batch)
-    if not torch.isfinite(loss):
-        raise TrainingError(_nan_message(f"loss became {loss.item()}", ts.step + 1, setup.ckpt_file))
+    # The loss over the global batch: the mean of the processes' (a NaN anywhere makes it NaN,
+    # so every process stops at the same step, before a backward pass that would wait forever).
+    value = setup.dist.mean(loss.item())
+    if not math.isfinite(value):
+        raise TrainingError(_nan_message(f"loss became {value}", ts.step + 1, setup.ckpt_file))
     ts.opt.zero_grad(set_to_none=True)
     ts.scaler.scale(loss).backward()
     ts.scaler.unscale_(ts.opt)
@@ -640,40 +672,74 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bo
         raise TrainingError(_nan_message("gradients became non-finite", ts.step + 1, setup.ckpt_file))
     ts.scaler.step(ts.opt)
     ts.scaler.update()
-    return loss.item(), frozen
+    return value, frozen
+
+
+@contextlib.contextmanager
+def _sigint_requests_stop(ts: TrainState) -> Iterator[None]:
+    """In a distributed run, turn the first Ctrl-C into a request that the processes agree on
+    after the step (see :func:`train_loop`): each process may see it in a different step, and
+    one that stopped alone would leave the others waiting for it forever. A second Ctrl-C is
+    raised at once. Like :func:`_sigint_deferred`, only from the main thread."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if ts.stop_requested:
+            previous(signum, frame)
+        ts.stop_requested = True
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def train_loop(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainResult:
     """Steps until the budget is spent, validating and checkpointing on the clock; Ctrl-C
-    saves a checkpoint and returns."""
-    cfg = setup.cfg
+    saves a checkpoint and returns. In a distributed run the processes agree before each step
+    whether to go on, and rank 0 alone validates and writes files."""
+    cfg, dist = setup.cfg, setup.dist
     total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
     cb.on_start(total, {"photos": len(setup.data), "steps_per_epoch": setup.steps_per_epoch,
-                        "params": count_parameters(ts.model), "device": str(setup.device), "step": ts.step})
+                        "params": count_parameters(ts.model), "device": str(setup.device), "step": ts.step,
+                        "world_size": dist.world_size})
     ts.clock = time.monotonic()
     last_ckpt = last_val = ts.clock
     draws: tuple[Any, ...] | None = None
+    # One process: Ctrl-C waits for the step to end. Several: it waits for all to agree.
+    per_step = contextlib.nullcontext if dist.enabled else _sigint_deferred
     try:
-        while ts.step < total:
-            if cfg.minutes is not None and ts.seconds >= cfg.minutes * 60:
-                break
-            # What a step draws, to put back if a second Ctrl-C breaks into it (the first one
-            # waits for the step to finish, see _sigint_deferred).
-            draws = ts.draws()
-            with _sigint_deferred():
-                loss, frozen = train_step(ts, setup, total)
-                ts.step += 1
-                draws = None
-            now = ts.tick()
-            cb.on_step(ts.step, total, loss, "frozen encoder" if frozen else "full")
-            if ts.step % 20 == 0:
-                total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
-            if ts.step < total and now - last_val >= cfg.val_every_minutes * 60:
-                run_validation(ts, setup, cb)
-                last_val = ts.tick()
-            if now - last_ckpt >= cfg.ckpt_every_minutes * 60:
-                save_checkpoint(ts, setup)
-                last_ckpt = ts.tick()
+        with _sigint_requests_stop(ts) if dist.enabled else contextlib.nullcontext():
+            while True:
+                done = ts.step >= total
+                spent = cfg.minutes is not None and ts.seconds >= cfg.minutes * 60
+                # The same answer everywhere (time and re-estimated totals differ a little).
+                done, spent, stop = dist.any(done, spent, ts.stop_requested)
+                if stop:
+                    raise KeyboardInterrupt
+                if done or spent:
+                    break
+                # What a step draws, to put back if a second Ctrl-C breaks into it (the first
+                # one waits for the step to finish, see _sigint_deferred).
+                draws = ts.draws()
+                with per_step():
+                    loss, frozen = train_step(ts, setup, total)
+                    ts.step += 1
+                    draws = None
+                now = ts.tick()
+                cb.on_step(ts.step, total, loss, "frozen encoder" if frozen else "full")
+                if ts.step % 20 == 0:
+                    total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
+                if dist.is_main and ts.step < total and now - last_val >= cfg.val_every_minutes * 60:
+                    run_validation(ts, setup, cb)
+                    last_val = ts.tick()
+                if dist.is_main and now - last_ckpt >= cfg.ckpt_every_minutes * 60:
+                    save_checkpoint(ts, setup)
+                    last_ckpt = ts.tick()
     except KeyboardInterrupt:
         if draws is not None:
             # A second Ctrl-C broke into a step before it was counted: undo what can be undone
@@ -681,42 +747,61 @@ def train_loop(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainRe
             # a step boundary (BatchNorm statistics of the forward pass, perhaps the update);
             # the first Ctrl-C, which waits for the step to end, gives an exact one.
             ts.put_back(draws)
+        else:
+            dist.sync_buffers(ts.model)
         ts.tick()
-        save_checkpoint(ts, setup)
+        if dist.is_main:
+            save_checkpoint(ts, setup)
         cb.on_message(f"interrupted at step {ts.step}: checkpoint saved to {setup.ckpt_file}")
         weights = setup.out if ts.best and setup.out.exists() else None
         return TrainResult(ts.step, ts.step / setup.steps_per_epoch, ts.seconds, ts.best, weights,
                            setup.ckpt_file, interrupted=True)
-    if not ts.history or ts.history[-1]["step"] != ts.step:  # a resumed, finished run: nothing new
-        run_validation(ts, setup, cb)
-    ts.tick()
-    save_checkpoint(ts, setup)
+    dist.sync_buffers(ts.model)
+    if dist.is_main:
+        if not ts.history or ts.history[-1]["step"] != ts.step:  # a resumed, finished run: nothing new
+            run_validation(ts, setup, cb)
+        ts.tick()
+        save_checkpoint(ts, setup)
+    dist.barrier()  # the files exist when any process returns
     return TrainResult(ts.step, ts.step / setup.steps_per_epoch, ts.seconds, ts.best, setup.out, setup.ckpt_file)
 
 
 def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train ``cfg.model``; write best weights to ``cfg.out`` and a checkpoint beside it."""
+    """Train ``cfg.model``; write best weights to ``cfg.out`` and a checkpoint beside it.
+
+    Under ``torchrun`` each process trains its ``cfg.batch_size`` rows of every global batch
+    (see :mod:`colorcli.distributed`); rank 0 validates and writes the files.
+    """
     from colorcli.pipeline import resolve_device
 
-    cb = callbacks or TrainCallbacks()
     session_command = cfg.command
     cfg, saved = read_resume(cfg)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # before the model is built: its initial weights come from it
-    data, cache_path = load_data(cfg, saved, cb)
-    val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val else []
-    model, cfg, init_info = build_model(cfg, data, saved, cb)
-    setup = TrainSetup(cfg=cfg, device=device, data=data, cache_path=cache_path, val=val, out=Path(cfg.out),
-                       ckpt_file=checkpoint_path(Path(cfg.out)), select=cfg.select or "loss")
-    ts = new_state(model, setup, init_info)
-    if saved is not None:
-        restore_state(ts, saved)
-        cb.on_message(f"resumed from {cfg.resume} at step {ts.step} ({ts.seconds / 60:.1f} min trained)")
-    elif setup.ckpt_file.exists():
-        cb.on_message(f"{setup.ckpt_file} exists and will be replaced (use --resume to continue it)")
-    if session_command or saved is not None:
-        ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
-    return train_loop(ts, setup, cb)
+    with process_group(resolve_device(cfg.device)) as (dist, device):
+        cb = callbacks or TrainCallbacks()
+        if not dist.is_main:
+            cb = TrainCallbacks()  # one process reports
+        if saved is not None and saved.get("world_size", 1) != dist.world_size:
+            n = saved.get("world_size", 1)
+            raise TrainingError(
+                f"{cfg.resume}: was trained by {n} process{'es' if n != 1 else ''}; resume it with "
+                f"the same number (torchrun --nproc-per-node {n}), not {dist.world_size}"
+            )
+        torch.manual_seed(cfg.seed)  # before the model is built: its initial weights come from it
+        data, cache_path = load_data(cfg, saved, cb, dist)
+        val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val and dist.is_main else []
+        model, cfg, init_info = build_model(cfg, data, saved, cb)
+        setup = TrainSetup(cfg=cfg, device=device, data=data, cache_path=cache_path, val=val,
+                           out=Path(cfg.out), ckpt_file=checkpoint_path(Path(cfg.out)),
+                           select=cfg.select or "loss", dist=dist)
+        ts = new_state(model, setup, init_info)
+        if saved is not None:
+            restore_state(ts, saved)
+            cb.on_message(f"resumed from {cfg.resume} at step {ts.step} ({ts.seconds / 60:.1f} min trained)")
+        elif setup.ckpt_file.exists():
+            cb.on_message(f"{setup.ckpt_file} exists and will be replaced (use --resume to continue it)")
+        if session_command or saved is not None:
+            ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
+        return train_loop(ts, setup, cb)
 
 
 def _nan_message(what: str, step: int, ckpt_file: Path) -> str:
