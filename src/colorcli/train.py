@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from colorcli import __version__, color, metrics
+from colorcli.bounds import ConfigError, check_config
 from colorcli.distributed import Dist, process_group
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
@@ -401,6 +402,11 @@ def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
                 f"{cfg.resume}: checkpoint is for model {saved.get('arch')!r}, not {cfg.model!r}"
             )
         cfg = _merge_resume_config(cfg, saved["config"])
+        try:  # the checkpoint's model config is bounded before anything is built from it
+            check_config(cfg.model, cfg.model_args)
+            check_config(cfg.model, saved.get("model_config") or {})
+        except ConfigError as exc:
+            raise TrainingError(f"{cfg.resume}: {exc}") from None
     if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
         raise TrainingError("give --minutes, --epochs or --max-steps")
     if (cfg.select or "loss") not in SELECT:
