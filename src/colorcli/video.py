@@ -43,7 +43,10 @@ _DEFAULT_CONTAINER = (".mp4", "mp4")
 _MP4_AUDIO = frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"})
 
 DEFAULT_CODEC = "libx264"
-_CRF_CODECS = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63, "libaom-av1": 63, "libsvtav1": 63}
+# Encoders that take a constant rate factor: (highest value, default). 18 is x264's "visually
+# lossless" point; the others are their encoders' own defaults.
+_CRF_CODECS = {"libx264": (51, 18), "libx265": (51, 28), "libvpx-vp9": (63, 32),
+               "libaom-av1": (63, 32), "libsvtav1": (63, 35)}
 
 # Temporal smoothing, on the network-resolution chroma. Chosen on the synthetic clips of
 # tests/test_video.py and the grainy pan of docs/make_film_strip.py (see README "Films"):
@@ -70,7 +73,7 @@ class FilmSettings:
     """How films are encoded and which part of them is colorized."""
 
     codec: str = DEFAULT_CODEC  # an FFmpeg video encoder name; "h264" means libx264
-    crf: int | None = 18  # constant rate factor for x264/x265/vpx/av1; None: the codec's default
+    crf: int | None = None  # constant rate factor for x264/x265/vpx/av1; None: see _CRF_CODECS
     start: float = 0.0  # seconds into the film
     duration: float | None = None  # seconds from start; None: to the end
     temporal: bool = True  # smooth the colour over time (TemporalSmoother)
@@ -89,11 +92,17 @@ class FilmSettings:
         if info.type != "video":
             raise ColorcliError(f"--codec {self.codec!r} is not a video encoder")
         if self.crf is not None:
-            top = _CRF_CODECS.get(codec)
-            if top is None:
+            if codec not in _CRF_CODECS:
                 raise ColorcliError(f"--crf does not apply to --codec {self.codec}; leave it out")
+            top = _CRF_CODECS[codec][0]
             if not 0 <= self.crf <= top:
                 raise ColorcliError(f"--crf for {codec} must be between 0 and {top}, got {self.crf}")
+
+    @property
+    def effective_crf(self) -> int | None:
+        if self.crf is not None:
+            return self.crf
+        return _CRF_CODECS.get(self.encoder, (None, None))[1]
 
     @property
     def encoder(self) -> str:
@@ -341,8 +350,8 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
         if vout.pix_fmt != "yuv420p" and "yuv420p" in _formats(vout):
             notes.append(f"odd frame size {w}x{h}: written as {vout.pix_fmt} (no chroma subsampling)")
         opts = {}
-        if settings.crf is not None:
-            opts["crf"] = str(settings.crf)
+        if settings.effective_crf is not None:
+            opts["crf"] = str(settings.effective_crf)
         vout.options = opts
         aout, reencode = _audio_stream(out, ain, target, notes)
         if start > 0:
@@ -419,8 +428,12 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
         if done == 0:
             where = f" after --start {start:g}s" if start > 0 else ""
             raise FilmError(f"{source}: no video frames could be decoded{where}")
-        if not trimmed and vin.frames and done < vin.frames:
-            raise FilmError(f"{source}: ends after {done} of {vin.frames} frames (truncated or damaged)")
+        # Only a frame count the container states is trusted (a trimmed piece's count is
+        # computed from the rate: one frame of slack).
+        short = done < vin.frames if not trimmed else (expected is not None and done < expected - 1)
+        if vin.frames and not finished and short:
+            raise FilmError(f"{source}: ends after {done} of {vin.frames if not trimmed else expected} "
+                            "frames (truncated or damaged)")
         for p in vout.encode():
             out.mux(p)
         if reencode:
