@@ -20,7 +20,7 @@ film code and a colorizer's ``network_input`` / ``predict_chroma`` / ``recombine
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -344,8 +344,12 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
     try:
         vout = out.add_stream(settings.encoder, rate=rate)
         vout.width, vout.height = w, h
-        vout.time_base = tb
-        vout.codec_context.time_base = tb
+        # Output timestamps count frames at the input's rate: a constant-rate film keeps its
+        # exact rate even from a millisecond container (Matroska); a variable-rate one (GIF)
+        # lands on the nearest frame slot.
+        out_tb = 1 / Fraction(rate)
+        vout.time_base = out_tb
+        vout.codec_context.time_base = out_tb
         vout.pix_fmt = _pix_fmt(vout, w, h)
         if vout.pix_fmt != "yuv420p" and "yuv420p" in _formats(vout):
             notes.append(f"odd frame size {w}x{h}: written as {vout.pix_fmt} (no chroma subsampling)")
@@ -357,7 +361,8 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
         if start > 0:
             inp.seek(int(start / tb), stream=vin, backward=True, any_frame=False)
         done = 0
-        first_pts: int | None = None
+        started = False
+        first_t = 0.0
         offset_s = 0.0
         last_pts = -1
         finished = False
@@ -390,7 +395,7 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
                 if packet.stream.type == "audio":
                     if aout is None:
                         continue
-                    if first_pts is None:
+                    if not started:
                         if packet.pts is not None:
                             pending_audio.append(packet)
                         continue
@@ -403,28 +408,29 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
                     if end is not None and t >= end - 1e-6:
                         finished = True
                         break
-                    if first_pts is None:
-                        first_pts = frame.pts if frame.pts is not None else 0
-                        offset_s = float(first_pts * tb) if trimmed else 0.0
+                    if not started:
+                        started = True
+                        first_t = t
+                        offset_s = t if trimmed else 0.0
                         for p in pending_audio:
                             send_audio(p)
                         pending_audio.clear()
-                    pts = (frame.pts - first_pts) if frame.pts is not None and trimmed else frame.pts
-                    if pts is None or pts <= last_pts:
+                    pts = round((t - (first_t if trimmed else 0.0)) * rate)
+                    if pts <= last_pts:
                         pts = last_pts + 1  # a damaged or timestamp-less stream: keep the order
                     last_pts = pts
                     rgb = frame.to_ndarray(format="rgb24", width=w, height=h)
                     colour = frames.colorize(rgb.astype(np.float32) / 255.0, smoother)
                     oframe = av.VideoFrame.from_ndarray(to_uint8(colour), format="rgb24")
                     oframe.pts = pts
-                    oframe.time_base = tb
+                    oframe.time_base = out_tb
                     for p in vout.encode(oframe):
                         out.mux(p)
                     done += 1
                     if on_frame is not None:
                         on_frame(done, expected)
         except (av.FFmpegError, ValueError) as exc:
-            raise FilmError(f"{source}: damaged after {done} frames ({_why(exc)})") from None
+            raise FilmError(f"{source}: truncated or damaged after {done} frames ({_why(exc)})") from None
         if done == 0:
             where = f" after --start {start:g}s" if start > 0 else ""
             raise FilmError(f"{source}: no video frames could be decoded{where}")
@@ -449,6 +455,21 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
     if smoother is not None and smoother.cuts:
         notes.append(f"{smoother.cuts} scene cut(s)")
     return notes
+
+
+def film_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a film's first video stream, streamed, as sRGB float32 ``(H, W, 3)`` in
+    [0, 1] (for measurements: flicker, strips)."""
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise FilmError(f"{path}: not a readable film ({_why(exc)})") from None
+    with container:
+        if not container.streams.video:
+            raise FilmError(f"{path}: no video stream")
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
 
 
 def _why(exc: BaseException) -> str:
@@ -497,5 +518,5 @@ def _audio_stream(out, ain, target: Path, notes: list[str]):
 
 __all__ = [
     "ALPHA_FLOOR", "CUT_THRESHOLD", "FILM_SUFFIXES", "FULL_CHANGE", "FilmError", "FilmSettings",
-    "TemporalSmoother", "colorize_film", "output_suffix", "sniff_film",
+    "TemporalSmoother", "colorize_film", "film_frames", "output_suffix", "sniff_film",
 ]
