@@ -43,6 +43,9 @@ _DEFAULT_CONTAINER = (".mp4", "mp4")
 _MP4_AUDIO = frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"})
 
 DEFAULT_CODEC = "libx264"
+# Audio packets held until the first video frame has been encoded (the muxer's header needs the
+# video encoder's parameters): a bound, so a film whose video never decodes cannot fill memory.
+_MAX_PENDING_AUDIO = 4096
 # Encoders that take a constant rate factor: (highest value, default). 18 is x264's "visually
 # lossless" point; the others are their encoders' own defaults.
 _CRF_CODECS = {"libx264": (51, 18), "libx265": (51, 28), "libvpx-vp9": (63, 32),
@@ -397,6 +400,9 @@ def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settin
                         continue
                     if not started:
                         if packet.pts is not None:
+                            if len(pending_audio) >= _MAX_PENDING_AUDIO:
+                                raise FilmError(f"{source}: no video frame among the first "
+                                                f"{_MAX_PENDING_AUDIO} audio packets")
                             pending_audio.append(packet)
                         continue
                     send_audio(packet)
