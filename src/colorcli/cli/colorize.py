@@ -59,7 +59,7 @@ def colorize(
     with user_errors():
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
-            raise ColorcliError(f"no image or film files found in {', '.join(str(p) for p in inputs)}")
+            raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
         film = FilmSettings(codec=codec, crf=crf, start=start, duration=duration, temporal=temporal)
         if any(job.film for job in plan.jobs):
             film.check()
