@@ -42,6 +42,7 @@ class Case:
     bit_depth: int = 8  # bits per channel of the (PNG) output
     note: str | None = None  # regex a stderr note about this file must match
     skip: str | None = None  # why this case cannot be checked here (e.g. root reads chmod 000 files)
+    film: int | None = None  # a film (colorcli.video): the frame count of its .mp4 output
     extra: dict = field(default_factory=dict)
 
 
@@ -194,7 +195,7 @@ def make_corpus(root: Path) -> list[Case]:
     add(Case("multi_tiff", "pages.tif", note="3 frames: only the first"),
         img=frames[0], save_all=True, append_images=frames[1:], format="TIFF")
     gif = [Image.fromarray(gray(30, 40, s)).convert("P") for s in range(4)]
-    add(Case("multi_gif", "anim.gif", note="4 frames: only the first"),
+    add(Case("multi_gif", "anim.gif", film=4),  # an animated GIF is a film
         img=gif[0], save_all=True, append_images=gif[1:], duration=100, loop=0, format="GIF")
     rot = Image.fromarray(gray(32, 48, 7))
     exif = rot.getexif()

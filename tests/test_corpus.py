@@ -171,7 +171,7 @@ def test_hostile_weights_under_2gib_address_space(run: Run, tiny_weights, tmp_pa
 
 def _target(run: Run, case: make_corpus.Case) -> Path:
     rel = Path(case.file)
-    return run.out / rel.with_name(f"{rel.stem}_color.png")
+    return run.out / rel.with_name(f"{rel.stem}_color{'.mp4' if case.film else '.png'}")
 
 
 def _lines_about(lines: list[str], path: Path) -> list[str]:
@@ -200,6 +200,13 @@ def test_case(run: Run, name: str) -> None:
         return
     assert failures == [], failures
     assert safe_text(str(target)) in run.stdout
+    if case.film:
+        from colorcli.video import film_frames
+
+        frames = list(film_frames(target))
+        assert len(frames) == case.film
+        assert frames[0].shape[1::-1] == read_photo(src).size
+        return
     with Image.open(target) as img:
         img.load()  # a complete, decodable file
         mode, size, info, exif = img.mode, img.size, dict(img.info), img.getexif()
@@ -252,6 +259,11 @@ def test_whole_run(run: Run) -> None:
     partial = 0
     for p in written:
         try:
+            if p.suffix == ".mp4":  # a film (an animated GIF's output): every frame decodes
+                from colorcli.video import film_frames
+
+                assert sum(1 for _ in film_frames(p)) > 0
+                continue
             with Image.open(p) as img:
                 img.load()
         except Exception:  # noqa: BLE001 - counting, not judging

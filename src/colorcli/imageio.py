@@ -17,6 +17,7 @@ partial file. Pillow cannot write 16-bit colour, so 16-bit PNG goes through :fun
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -26,6 +27,7 @@ import struct
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -745,6 +747,41 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> No
     ``overwrite=False`` an existing ``path`` is never replaced, even one that appeared meanwhile.
     """
     path = Path(path)
+    fd, tmp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException as exc:
+        _discard(tmp, path, exc)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """For writers that want a file name (an FFmpeg muxer): yield a fresh hidden temp path beside
+    ``path`` (created empty), and move it into place when the block ends without error.
+
+    The same guarantees as :func:`atomic_write_bytes`: on any failure or interrupt (Ctrl-C) the
+    temp file is removed, and without ``overwrite`` an existing ``path`` is never replaced.
+    """
+    path = Path(path)
+    fd, tmp = _create_temp(path)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        _commit(tmp, path, overwrite)
+    except BaseException as exc:
+        _discard(tmp, path, exc)
+        raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden ``.NAME.<random>.part`` file beside ``path``: (open fd, its path)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -755,33 +792,31 @@ def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> No
         # does not give a temp name past the file system's 255-byte limit.
         tmp = path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.part")
         try:
-            fd = os.open(tmp, flags, 0o666)
-            break
+            return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
         except OSError as exc:
             raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-    else:  # pragma: no cover - 100 random-name collisions
-        raise ImageWriteError(f"{path}: cannot create a temporary file")
+    raise ImageWriteError(f"{path}: cannot create a temporary file")  # pragma: no cover
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        _link_no_replace(tmp, path)
+
+
+def _discard(tmp: Path, path: Path, exc: BaseException) -> None:
+    """Remove ``tmp`` after ``exc``; re-raise an OS error as one clear :class:`ImageWriteError`."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_no_replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, FileExistsError):
-            raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)") from None
-        if isinstance(exc, OSError):
-            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-        raise
+        os.unlink(tmp)
+    except OSError:
+        pass
+    if isinstance(exc, FileExistsError):
+        raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)") from None
+    if isinstance(exc, OSError):
+        raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
 
 
 def _link_no_replace(tmp: Path, path: Path) -> None:
