@@ -60,7 +60,7 @@ def test_no_two_modules_import_each_other():
     # Each module of the inference path may import only what is below it.
     ("colorcli.inference.settings", {"colorcli.errors", "colorcli.sizing"}),
     ("colorcli.inference.render", {"colorcli.color", "colorcli.sizing"}),
-    ("colorcli.inference.backends", {"colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.models",
+    ("colorcli.inference.backends", {"colorcli.bounds", "colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.models",
                                      "colorcli.models.base", "colorcli.weights"}),
     ("colorcli.inference.colorizer", {"colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.inference",
                                       "colorcli.inference.render", "colorcli.inference.backends",

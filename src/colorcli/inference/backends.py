@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from colorcli.bounds import ConfigError, check_default_size
 from colorcli.errors import ColorcliError, WeightsError
 from colorcli.sizing import MULTIPLE
 
@@ -165,6 +166,10 @@ def read_onnx_info(meta: dict[str, str], path: Path) -> OnnxInfo:
         raise WeightsError(f"{path}: colorcli metadata is incomplete or broken ({exc})") from None
     if space not in ("lab", "luv"):
         raise WeightsError(f"{path}: unknown chroma space {space!r} in its metadata")
+    try:
+        size = check_default_size(size)  # bounded before any buffer is sized from it
+    except ConfigError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
     return OnnxInfo(model, space, size, temp, meta.get("precision", "fp32"), dict(meta))
 
 
