@@ -4,10 +4,13 @@ The library half of ``colorcli colorize``; the CLI adds the progress bar and the
 
 A batch is planned first (:func:`plan_jobs`): folders are walked (symlink loops are visited
 once), every input gets one output name, and inputs whose output would replace an input or
-another job's output fail right there. :func:`run_jobs` then colorizes: a small thread pool
-decodes the next photos and encodes finished ones while the main thread runs the network, so
-IO overlaps inference. One bad file is recorded with its one-line reason and the rest still get
-done; Ctrl-C stops cleanly, keeping every finished output and never a partial one.
+another job's output fail right there. :func:`run_jobs` then colorizes: each photo goes
+through :func:`process_job` (skip rule, read, colorize, atomic write) in a small thread pool,
+one thread at a time in the network, so IO overlaps inference. One bad file is recorded with
+its one-line reason and the rest still get done; Ctrl-C stops cleanly, keeping every finished
+output and never a partial one. The Ray engine (:mod:`colorcli.engines.ray_engine`) runs the
+same :func:`process_job` in its actors, with the colorizer each one builds from a
+:class:`ColorizerSpec`.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +36,41 @@ if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
 FORMATS = ("png", "jpg", "same")
 BIT_DEPTHS = ("8", "16", "auto")
 DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class ColorizerSpec:
+    """How to build the colorizer: one place for the CLI, and for each worker of an engine.
+
+    Plain values only, so it can be sent to other processes and machines, where
+    :meth:`load` builds the colorizer once (``weights`` and ``onnx`` must be readable there).
+    """
+
+    model: str = "mcl"
+    backend: str = "torch"  # "torch" or "onnx"
+    weights: Path | None = None
+    onnx: Path | None = None
+    device: str = "auto"
+    size: int | None = None
+    temperature: float | None = None
+    tta: bool = True
+    refine: bool = True
+
+    def load(self, *, device: str | None = None) -> Colorizer | OnnxColorizer:
+        """The colorizer, on ``device`` if given (else :attr:`device`); :class:`ColorcliError`
+        for an unknown model or a missing or bad weights file."""
+        device = device or self.device
+        if self.backend == "onnx":
+            from colorcli.onnx_runtime import OnnxColorizer
+
+            return OnnxColorizer.from_name(self.model, onnx=self.onnx, device=device, size=self.size,
+                                           temperature=self.temperature, tta=self.tta, refine=self.refine)
+        if self.backend != "torch":
+            raise ColorcliError(f"unknown backend {self.backend!r}; use torch or onnx")
+        from colorcli.pipeline import Colorizer  # imports torch
+
+        return Colorizer.from_name(self.model, weights=self.weights, device=device, size=self.size,
+                                   temperature=self.temperature, tta=self.tta, refine=self.refine)
 
 
 @dataclass(frozen=True)
@@ -223,21 +262,6 @@ def prepare_out_dir(out_dir: Path) -> None:
 # running
 
 
-class _InlineExecutor:
-    """An executor that runs each call at once in the calling thread (``workers=0``)."""
-
-    def submit(self, fn: Callable, *args, **kwargs) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001 - delivered through the future, as a pool would
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pass
-
-
 def _output_depth(bit_depth: str, photo: Photo) -> int:
     if bit_depth == "auto":
         return photo.bit_depth
@@ -258,6 +282,74 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
     return (MemoryError,) if torch is None else (MemoryError, torch.cuda.OutOfMemoryError)
 
 
+def is_finished(job: Job, *, overwrite: bool) -> bool:
+    """The skip rule: a job whose output exists is done, unless ``overwrite``."""
+    return not overwrite and os.path.lexists(job.target)
+
+
+def check_output_options(*, quality: int, bit_depth: str) -> None:
+    """:class:`ColorcliError` for a ``quality`` or ``bit_depth`` no writer accepts."""
+    if bit_depth not in BIT_DEPTHS:
+        raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
+    if not 1 <= quality <= 100:
+        raise ColorcliError(f"--quality must be between 1 and 100, got {quality}")
+
+
+def process_job(
+    job: Job,
+    colorizer: Colorizer | OnnxColorizer,
+    *,
+    overwrite: bool = False,
+    quality: int = 95,
+    bit_depth: str = "auto",
+) -> tuple[str, str | None]:
+    """Everything for one photo: skip rule, read, colorize, atomic write.
+
+    Returns ``(status, detail)`` as :data:`EventCallback` gets them: ``("done", notes or
+    None)``, ``("skipped", None)`` or ``("failed", one-line reason)``. Every engine (the local
+    one, each Ray actor) runs each photo through here, so they follow the same rules. An output
+    that appears while the photo is being colorized (another run finished it) is skipped, never
+    replaced without ``overwrite``.
+    """
+    if is_finished(job, overwrite=overwrite):
+        return "skipped", None
+    try:
+        photo = read_photo(job.source)
+        rgb = colorizer.colorize_rgb(photo.rgb)
+    except ColorcliError as exc:
+        return "failed", str(exc)
+    except _out_of_memory_errors():
+        return "failed", f"{job.source}: out of memory (try a smaller --size or --device cpu)"
+    try:
+        notes = _write(job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)
+    except ColorcliError as exc:
+        if is_finished(job, overwrite=overwrite):
+            return "skipped", None
+        return "failed", f"{job.source}: output {exc}"  # the message names the output file
+    except MemoryError:
+        return "failed", f"{job.source}: out of memory while writing {job.target}"
+    return "done", "; ".join(notes) or None
+
+
+class _Stopped(Exception):
+    """Raised in a worker thread that reaches the network after Ctrl-C: the job never started."""
+
+
+class _OneAtATime:
+    """The colorizer behind a lock: one photo in the network while other threads read and write."""
+
+    def __init__(self, colorizer: Colorizer | OnnxColorizer) -> None:
+        self._colorizer = colorizer
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def colorize_rgb(self, rgb):
+        with self._lock:
+            if self.stop.is_set():
+                raise _Stopped
+            return self._colorizer.colorize_rgb(rgb)
+
+
 def run_jobs(
     colorizer: Colorizer | OnnxColorizer,
     jobs: list[Job],
@@ -268,98 +360,84 @@ def run_jobs(
     workers: int = DEFAULT_WORKERS,
     on_event: EventCallback | None = None,
 ) -> BatchResult:
-    """Colorize each job; a bad file is recorded and the rest still get done.
+    """Colorize each job with :func:`process_job`; a bad file is recorded and the rest still get done.
 
-    Existing outputs are skipped unless ``overwrite``. ``workers`` threads read ahead and write
-    behind the network (0: everything in the calling thread); at most ``workers`` photos wait
-    decoded and ``workers`` wait to be written, which bounds memory. On Ctrl-C, reads not yet
-    used are dropped, outputs already computed are still written (atomically), and the result
-    comes back with ``interrupted`` set instead of the exception.
+    Existing outputs are skipped unless ``overwrite``. ``workers`` threads read and write while
+    one more runs the network (0: everything in the calling thread); at most ``workers + 1``
+    photos are held decoded at once, which bounds memory. Events come in the order of ``jobs``
+    (skipped ones first). On Ctrl-C, photos not yet in the network are dropped, those past it
+    are still written (atomically), and the result comes back with ``interrupted`` set instead
+    of the exception.
     """
-    if bit_depth not in BIT_DEPTHS:
-        raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
-    if not 1 <= quality <= 100:
-        raise ColorcliError(f"--quality must be between 1 and 100, got {quality}")
+    check_output_options(quality=quality, bit_depth=bit_depth)
     res = BatchResult()
 
-    def emit(job: Job, status: str, detail: str | None) -> None:
+    def record(job: Job, status: str, detail: str | None) -> None:
+        if status == "done":
+            res.done.append(job.target)
+        elif status == "skipped":
+            res.skipped.append(job.source)
+        else:
+            res.failed.append((job.source, detail or str(job.source)))
         if on_event:
             on_event(job, status, detail)
 
-    def fail(job: Job, msg: str) -> None:
-        res.failed.append((job.source, msg))
-        emit(job, "failed", msg)
-
     todo: list[Job] = []
     for job in jobs:
-        if not overwrite and os.path.lexists(job.target):
-            res.skipped.append(job.source)
-            emit(job, "skipped", None)
+        if is_finished(job, overwrite=overwrite):
+            record(job, "skipped", None)
         else:
             todo.append(job)
+    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth)
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="colorcli-io") if workers > 0 else _InlineExecutor()
-    depth = max(1, workers)
-    reads: deque[tuple[Job, Future]] = deque()
-    writes: deque[tuple[Job, Future]] = deque()
-    queue = iter(todo)
-    current: tuple[Job, Future] | None = None  # the photo in the network when Ctrl-C comes
+    if workers <= 0:
+        i = 0
+        try:
+            while i < len(todo):
+                record(todo[i], *process_job(todo[i], colorizer, **options))
+                i += 1
+        except KeyboardInterrupt:
+            res.interrupted = True
+            res.not_started.extend(j.source for j in todo[i:])
+        return res
 
-    def read_next() -> None:
-        job = next(queue, None)
-        if job is not None:
-            reads.append((job, pool.submit(read_photo, job.source)))
+    network = _OneAtATime(colorizer)
+    pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="colorcli-job")
+    pending: deque[tuple[Job, Future]] = deque()
+    next_job = 0
 
-    def finish_writes(*, keep: int) -> None:
-        """Collect finished writes in order, waiting while more than ``keep`` are in flight."""
-        while writes and (len(writes) > keep or writes[0][1].done()):
-            job, fut = writes.popleft()
-            try:
-                notes = fut.result()
-            except ColorcliError as exc:
-                fail(job, f"{job.source}: output {exc}")  # the message names the output file
-            except MemoryError:
-                fail(job, f"{job.source}: out of memory while writing {job.target}")
-            else:
-                res.done.append(job.target)
-                emit(job, "done", "; ".join(notes) or None)
+    def collect(fut: Future, job: Job) -> None:
+        try:
+            record(job, *fut.result())
+        except _Stopped:
+            res.not_started.append(job.source)
 
     try:
-        for _ in range(depth):
-            read_next()
-        while reads:
-            job, fut = current = reads.popleft()
-            read_next()
-            try:
-                photo = fut.result()
-                rgb = colorizer.colorize_rgb(photo.rgb)
-            except ColorcliError as exc:
-                current = None
-                fail(job, str(exc))
-            except _out_of_memory_errors():
-                current = None
-                fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
-            else:
-                writes.append((job, pool.submit(
-                    _write, job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)))
-                current = None
-                del photo, rgb  # the write task holds them now; free them as soon as it is done
-            finish_writes(keep=depth)
-        finish_writes(keep=0)
+        while next_job < len(todo) or pending:
+            # Twice the threads queued, so a thread never waits for the main one to hand it work.
+            while next_job < len(todo) and len(pending) < 2 * (workers + 1):
+                job = todo[next_job]
+                pending.append((job, pool.submit(process_job, job, network, **options)))
+                next_job += 1
+            job, fut = pending[0]
+            wait([fut])  # still in ``pending`` if Ctrl-C comes while waiting
+            pending.popleft()
+            collect(fut, job)
     except KeyboardInterrupt:
         res.interrupted = True
-        for job, fut in ([current] if current else []) + list(reads):
-            fut.cancel()
-            res.not_started.append(job.source)
-        res.not_started.extend(j.source for j in queue)
-        # Outputs already computed are finished: each write is atomic and takes moments.
-        finish_writes(keep=0)
+        network.stop.set()
+        for job, fut in pending:
+            if fut.cancel():
+                res.not_started.append(job.source)
+            else:
+                collect(fut, job)  # in the network or writing: finished, atomically
+        res.not_started.extend(j.source for j in todo[next_job:])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return res
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "FORMATS", "Job", "Plan", "collect_inputs", "output_path",
-    "plan_jobs", "prepare_out_dir", "run_jobs",
+    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "Job", "Plan", "check_output_options", "collect_inputs",
+    "is_finished", "output_path", "plan_jobs", "prepare_out_dir", "process_job", "run_jobs",
 ]
