@@ -101,6 +101,15 @@ class BatchResult:
     interrupted: bool = False
     not_started: list[Path] = field(default_factory=list)
 
+    def record(self, job: Job, status: str, detail: str | None) -> None:
+        """Count one job's outcome, as :func:`process_job` returns it."""
+        if status == "done":
+            self.done.append(job.target)
+        elif status == "skipped":
+            self.skipped.append(job.source)
+        else:
+            self.failed.append((job.source, detail or str(job.source)))
+
 
 # on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
 # "failed" (detail: the one-line reason). Always called from the calling thread.
@@ -373,12 +382,7 @@ def run_jobs(
     res = BatchResult()
 
     def record(job: Job, status: str, detail: str | None) -> None:
-        if status == "done":
-            res.done.append(job.target)
-        elif status == "skipped":
-            res.skipped.append(job.source)
-        else:
-            res.failed.append((job.source, detail or str(job.source)))
+        res.record(job, status, detail)
         if on_event:
             on_event(job, status, detail)
 

@@ -33,12 +33,16 @@ def colorize(
     fmt: Annotated[Literal["png", "jpg", "same"], typer.Option("--format", help="Output format; same: as the input where it can be written, else png.")] = "png",
     bit_depth: Annotated[Literal["8", "16", "auto"], typer.Option("--bit-depth", help="Bits per channel of PNG/TIFF outputs; auto: 16 for 16-bit inputs.")] = "auto",
     quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG/WebP quality of outputs.")] = 95,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Local engine: threads reading and writing files beside inference (0: none). Ray: actors, each with its own model.")] = 2,
     backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
+    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local: this process; ray: a pool of Ray actors, on this machine or a cluster (pip install 'colorcli[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray: auto (the cluster running here) or HOST:PORT of the head (default: start Ray on this machine, or RAY_ADDRESS).")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="Ray: CPUs each actor reserves, and its torch threads [default: 1].")] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="Ray: GPUs each actor reserves (0: run on CPU) [default: 0].")] = None,
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
-    from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
+    from colorcli.batch import ColorizerSpec, plan_jobs, prepare_out_dir, run_jobs
 
     if bit_depth == "16" and fmt == "jpg":
         print_line("error", "bold red", "--bit-depth 16 needs PNG or TIFF outputs; JPEG is 8-bit only")
@@ -46,18 +50,23 @@ def colorize(
     if (backend == "onnx" and weights is not None) or (backend == "torch" and onnx is not None):
         print_line("error", "bold red", "--weights goes with --backend torch, --onnx with --backend onnx")
         raise typer.Exit(2)
+    if engine == "local" and (address, cpus_per_worker, gpus_per_worker) != (None, None, None):
+        print_line("error", "bold red", "--address, --cpus-per-worker and --gpus-per-worker go with --engine ray")
+        raise typer.Exit(2)
+    spec = ColorizerSpec(model=model, backend=backend, weights=weights, onnx=onnx, device=device, size=size,
+                         temperature=temperature, tta=tta, refine=refine)
     with user_errors():
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
-        if backend == "onnx":
-            from colorcli.onnx_runtime import OnnxColorizer
+        if engine == "ray":
+            from colorcli.engines.ray_engine import RayOptions, import_ray, run_jobs_ray
 
-            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+            import_ray()  # says how to install it before any work
+            ray_options = RayOptions(address=address, workers=workers, cpus_per_worker=1.0 if cpus_per_worker is None else cpus_per_worker,
+                                     gpus_per_worker=0.0 if gpus_per_worker is None else gpus_per_worker)
         else:
-            from colorcli.pipeline import Colorizer  # imports torch
-
-            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+            colorizer = spec.load()
         if out_dir is not None:
             prepare_out_dir(out_dir)
     for _, msg in plan.failed:
@@ -81,8 +90,12 @@ def colorize(
             progress.advance(task)
 
         with user_errors():
-            result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
-                              bit_depth=bit_depth, workers=workers, on_event=on_event)
+            if engine == "ray":
+                result = run_jobs_ray(spec, plan.jobs, ray_options=ray_options, overwrite=overwrite,
+                                      quality=quality, bit_depth=bit_depth, on_event=on_event)
+            else:
+                result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
+                                  bit_depth=bit_depth, workers=workers, on_event=on_event)
     failed = len(result.failed) + len(plan.failed)
     summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"
     if result.skipped:
