@@ -165,7 +165,8 @@ def run_jobs_ray(
             )
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the CLI draws its own bar, on stderr
-        rows = max(opts.batch_size, min(MAX_BLOCK_ROWS, math.ceil(len(todo) / (4 * opts.workers))))
+        # About 4 blocks per actor at least, so each one has work from the start to the end.
+        rows = max(1, min(MAX_BLOCK_ROWS, math.ceil(len(todo) / (4 * opts.workers))))
         ds = ray.data.from_arrow(list(_blocks(todo, rows)))
         out = ds.map_batches(
             _ColorizeActor,
@@ -174,7 +175,7 @@ def run_jobs_ray(
                 options=dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth),
             ),
             compute=ray.data.ActorPoolStrategy(size=opts.workers),
-            batch_size=opts.batch_size,
+            batch_size=min(opts.batch_size, rows),
             batch_format="numpy",
             num_cpus=opts.cpus_per_worker,
             num_gpus=opts.gpus_per_worker,
