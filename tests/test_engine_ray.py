@@ -99,6 +99,9 @@ def test_ray_option_errors(archive, tiny_weights, monkeypatch):
     res = _run(archive, "--address", "auto", *_tiny(tiny_weights))
     assert res.exit_code == 2
     assert "--address, --cpus-per-worker and --gpus-per-worker go with --engine ray" in res.stderr
+    res = _run(archive, "--engine", "ray", "--no-temporal", *_tiny(tiny_weights))
+    assert res.exit_code == 2
+    assert "which --engine ray does not colorize; use the local engine" in res.stderr
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     res = _run(archive, "--engine", "ray", *_tiny(tiny_weights))
     assert res.exit_code == 2

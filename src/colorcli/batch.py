@@ -6,10 +6,12 @@ A batch is planned first (:func:`plan_jobs`): folders are walked (symlink loops 
 once), every input gets one output name, and inputs whose output would replace an input or
 another job's output fail right there. :func:`run_jobs` then colorizes: each photo goes
 through :func:`process_job` (skip rule, read, colorize, atomic write) in a small thread pool,
-one thread at a time in the network, so IO overlaps inference. One bad file is recorded with
-its one-line reason and the rest still get done; Ctrl-C stops cleanly, keeping every finished
-output and never a partial one. The Ray engine (:mod:`colorcli.engines.ray_engine`) runs the
-same :func:`process_job` in its actors, with the colorizer each one builds from a
+one thread at a time in the network, so IO overlaps inference. Films (told from photos by their
+content, :func:`colorcli.video.sniff_film`) go through :func:`process_job` too, one at a time in
+the calling thread, streamed frame by frame. One bad file is recorded with its one-line reason
+and the rest still get done; Ctrl-C stops cleanly, keeping every finished output and never a
+partial one. The Ray engine (:mod:`colorcli.engines.ray_engine`) runs the same
+:func:`process_job` in its actors, with the colorizer each one builds from a
 :class:`ColorizerSpec`.
 """
 
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from colorcli.errors import ColorcliError, ImageWriteError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
+from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
 if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
     from colorcli.onnx_runtime import OnnxColorizer
@@ -79,6 +82,7 @@ class Job:
 
     source: Path
     target: Path
+    film: bool = False  # a film (see colorcli.video), not a photo
 
 
 @dataclass
@@ -114,6 +118,8 @@ class BatchResult:
 # on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
 # "failed" (detail: the one-line reason). Always called from the calling thread.
 EventCallback = Callable[[Job, str, "str | None"], None]
+# on_frames(job, frames done, frames expected or None): a film's progress.
+FramesCallback = Callable[[Job, int, "int | None"], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +131,7 @@ def collect_inputs(
 ) -> tuple[list[tuple[Path, Path, bool]], list[tuple[Path, str]]]:
     """Expand files and folders into ``(file, base folder, found in a folder)`` triples.
 
-    Folders give their files with an image suffix, sorted, hidden ones left out; sub-folders
+    Folders give their files with an image or film suffix, sorted, hidden ones left out; sub-folders
     only with ``recursive``. Named files are taken whatever their suffix (the reader judges
     them). Missing inputs and unreadable folders come back as ``(path, reason)`` errors.
     """
@@ -172,7 +178,7 @@ def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list
             if is_dir:
                 if recursive:
                     subdirs.append(path)
-            elif path.suffix.lower() in IMAGE_SUFFIXES:
+            elif path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in FILM_SUFFIXES:
                 files.append(path)  # even a broken link: the reader says what is wrong with it
         stack.extend(reversed(subdirs))
     return files
@@ -222,8 +228,12 @@ def plan_jobs(
     unique: dict[str, tuple[Path, Path, bool]] = {}
     for src, base, in_folder in files:
         unique.setdefault(_real(src), (src, base, in_folder))
+    kinds = {real: sniff_film(src) for real, (src, _, _) in unique.items()}
     targets = {real: output_path(src, base, out_dir, suffix=suffix, fmt=fmt)
                for real, (src, base, _) in unique.items()}
+    for real, kind in kinds.items():
+        if kind is not None:
+            targets[real] = targets[real].with_suffix(output_suffix(kind))
     target_reals = {_real(t): real for real, t in targets.items()}
     sources: dict[str, Path] = {}
     for real, (src, _, in_folder) in unique.items():
@@ -245,7 +255,7 @@ def plan_jobs(
             )
         else:
             claimed[key] = src
-            plan.jobs.append(Job(src, target))
+            plan.jobs.append(Job(src, target, film=kinds[real] is not None))
     return plan
 
 
@@ -311,8 +321,10 @@ def process_job(
     overwrite: bool = False,
     quality: int = 95,
     bit_depth: str = "auto",
+    film: FilmSettings | None = None,
+    on_frames: FramesCallback | None = None,
 ) -> tuple[str, str | None]:
-    """Everything for one photo: skip rule, read, colorize, atomic write.
+    """Everything for one photo (or film): skip rule, read, colorize, atomic write.
 
     Returns ``(status, detail)`` as :data:`EventCallback` gets them: ``("done", notes or
     None)``, ``("skipped", None)`` or ``("failed", one-line reason)``. Every engine (the local
@@ -322,6 +334,8 @@ def process_job(
     """
     if is_finished(job, overwrite=overwrite):
         return "skipped", None
+    if job.film:
+        return _process_film(job, colorizer, overwrite=overwrite, film=film, on_frames=on_frames)
     try:
         photo = read_photo(job.source)
         rgb = colorizer.colorize_rgb(photo.rgb)
@@ -337,6 +351,22 @@ def process_job(
         return "failed", f"{job.source}: output {exc}"  # the message names the output file
     except MemoryError:
         return "failed", f"{job.source}: out of memory while writing {job.target}"
+    return "done", "; ".join(notes) or None
+
+
+def _process_film(job: Job, colorizer, *, overwrite: bool, film: FilmSettings | None,
+                  on_frames: FramesCallback | None) -> tuple[str, str | None]:
+    def frames(done: int, total: int | None) -> None:
+        if on_frames:
+            on_frames(job, done, total)
+
+    try:
+        notes = colorize_film(colorizer, job.source, job.target, settings=film or FilmSettings(),
+                              overwrite=overwrite, on_frame=frames)
+    except ColorcliError as exc:
+        return "failed", str(exc)
+    except _out_of_memory_errors():
+        return "failed", f"{job.source}: out of memory (try a smaller --size or --device cpu)"
     return "done", "; ".join(notes) or None
 
 
@@ -368,6 +398,8 @@ def run_jobs(
     bit_depth: str = "auto",
     workers: int = DEFAULT_WORKERS,
     on_event: EventCallback | None = None,
+    film: FilmSettings | None = None,
+    on_frames: FramesCallback | None = None,
 ) -> BatchResult:
     """Colorize each job with :func:`process_job`; a bad file is recorded and the rest still get done.
 
@@ -377,6 +409,10 @@ def run_jobs(
     (skipped ones first). On Ctrl-C, photos not yet in the network are dropped, those past it
     are still written (atomically), and the result comes back with ``interrupted`` set instead
     of the exception.
+
+    Film jobs are colorized in the calling thread with ``film`` settings (default
+    :class:`colorcli.video.FilmSettings`), reporting frames through ``on_frames``; an interrupted
+    film leaves no output and counts as not started.
     """
     check_output_options(quality=quality, bit_depth=bit_depth)
     res = BatchResult()
@@ -393,12 +429,13 @@ def run_jobs(
         else:
             todo.append(job)
     options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth)
+    film_options = dict(film=film, on_frames=on_frames)
 
     if workers <= 0:
         i = 0
         try:
             while i < len(todo):
-                record(todo[i], *process_job(todo[i], colorizer, **options))
+                record(todo[i], *process_job(todo[i], colorizer, **options, **film_options))
                 i += 1
         except KeyboardInterrupt:
             res.interrupted = True
@@ -409,6 +446,7 @@ def run_jobs(
     pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="colorcli-job")
     pending: deque[tuple[Job, Future]] = deque()
     next_job = 0
+    inline: Job | None = None  # the film running in this thread when Ctrl-C comes
 
     def collect(fut: Future, job: Job) -> None:
         try:
@@ -419,17 +457,25 @@ def run_jobs(
     try:
         while next_job < len(todo) or pending:
             # Twice the threads queued, so a thread never waits for the main one to hand it work.
-            while next_job < len(todo) and len(pending) < 2 * (workers + 1):
+            while next_job < len(todo) and len(pending) < 2 * (workers + 1) and not todo[next_job].film:
                 job = todo[next_job]
                 pending.append((job, pool.submit(process_job, job, network, **options)))
                 next_job += 1
-            job, fut = pending[0]
-            wait([fut])  # still in ``pending`` if Ctrl-C comes while waiting
-            pending.popleft()
-            collect(fut, job)
+            if pending:
+                job, fut = pending[0]
+                wait([fut])  # still in ``pending`` if Ctrl-C comes while waiting
+                pending.popleft()
+                collect(fut, job)
+            else:  # a film: the photos before it are finished, so outputs stay in input order
+                inline = todo[next_job]
+                next_job += 1
+                record(inline, *process_job(inline, colorizer, **options, **film_options))
+                inline = None
     except KeyboardInterrupt:
         res.interrupted = True
         network.stop.set()
+        if inline is not None:
+            res.not_started.append(inline.source)
         for job, fut in pending:
             if fut.cancel():
                 res.not_started.append(job.source)
@@ -442,6 +488,7 @@ def run_jobs(
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "Job", "Plan", "check_output_options", "collect_inputs",
-    "is_finished", "output_path", "plan_jobs", "prepare_out_dir", "process_job", "run_jobs",
+    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "FramesCallback", "Job", "Plan",
+    "check_output_options", "collect_inputs", "is_finished", "output_path", "plan_jobs", "prepare_out_dir",
+    "process_job", "run_jobs",
 ]

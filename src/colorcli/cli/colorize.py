@@ -1,4 +1,8 @@
-"""``colorcli colorize``: files and folders in, colour images out.
+"""``colorcli colorize``: files and folders in, colour images (and films) out.
+
+Films (mp4, mov, m4v, avi, mkv, webm, animated GIF; told apart by content) go in the same batch
+and come out as ``NAME_color.mp4`` (``.mov`` and ``.mkv`` keep their container); a second bar
+counts their frames.
 
 stdout carries one line per output written (its path); the progress bar, notes, per-file
 failures and the summary go to stderr. Exit codes: 0 all done or skipped, 1 some file failed,
@@ -36,13 +40,19 @@ def colorize(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Local engine: threads reading and writing files beside inference (0: none). Ray: actors, each with its own model.")] = 2,
     backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
-    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local: this process; ray: a pool of Ray actors, on this machine or a cluster (pip install 'colorcli[ray]').")] = "local",
+    codec: Annotated[str, typer.Option("--codec", help="Films: FFmpeg video encoder (h264 = libx264, hevc, vp9, mpeg4, ...).")] = "libx264",
+    crf: Annotated[int | None, typer.Option("--crf", help="Films: constant rate factor, lower = better and bigger (x264: 0-51; default 18).")] = None,
+    start: Annotated[float, typer.Option("--start", min=0, help="Films: seconds to skip at the start.")] = 0.0,
+    duration: Annotated[float | None, typer.Option("--duration", help="Films: seconds to colorize from --start (default: to the end).")] = None,
+    temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="Films: keep colour steady from frame to frame (no flicker).")] = True,
+    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local: this process; ray: a pool of Ray actors, on this machine or a cluster (pip install 'colorcli[ray]'; photos only).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray: auto (the cluster running here) or HOST:PORT of the head (default: start Ray on this machine, or RAY_ADDRESS).")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="Ray: CPUs each actor reserves, and its torch threads [default: 1].")] = None,
     gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="Ray: GPUs each actor reserves (0: run on CPU) [default: 0].")] = None,
 ) -> None:
-    """Colorize black-and-white photos at their full resolution."""
+    """Colorize black-and-white photos and films at their full resolution."""
     from colorcli.batch import ColorizerSpec, plan_jobs, prepare_out_dir, run_jobs
+    from colorcli.video import FilmSettings
 
     if bit_depth == "16" and fmt == "jpg":
         print_line("error", "bold red", "--bit-depth 16 needs PNG or TIFF outputs; JPEG is 8-bit only")
@@ -53,12 +63,19 @@ def colorize(
     if engine == "local" and (address, cpus_per_worker, gpus_per_worker) != (None, None, None):
         print_line("error", "bold red", "--address, --cpus-per-worker and --gpus-per-worker go with --engine ray")
         raise typer.Exit(2)
+    if engine == "ray" and (codec, crf, start, duration, temporal) != ("libx264", None, 0.0, None, True):
+        print_line("error", "bold red", "--codec, --crf, --start, --duration and --no-temporal are for films, "
+                   "which --engine ray does not colorize; use the local engine")
+        raise typer.Exit(2)
     spec = ColorizerSpec(model=model, backend=backend, weights=weights, onnx=onnx, device=device, size=size,
                          temperature=temperature, tta=tta, refine=refine)
     with user_errors():
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
+        film = FilmSettings(codec=codec, crf=crf, start=start, duration=duration, temporal=temporal)
+        if any(job.film for job in plan.jobs) and engine == "local":
+            film.check()
         if engine == "ray":
             from colorcli.engines.ray_engine import RayOptions, import_ray, run_jobs_ray
 
@@ -74,11 +91,20 @@ def colorize(
     if plan.previous_outputs:
         print_line("note", "cyan", f"{len(plan.previous_outputs)} file(s) named like outputs of other inputs "
                    f"(e.g. {plan.previous_outputs[0]}) were not taken as inputs")
-    columns = (TextColumn("colorize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     # On a terminal a live bar; in a log or a pipe only the lines below.
     with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("colorize", total=len(plan.jobs))
+        frames_task = None
+
+        def on_frames(job, done, total):
+            nonlocal frames_task
+            if frames_task is None:
+                frames_task = progress.add_task("frames", total=total)
+            if done == 1:
+                progress.reset(frames_task, total=total)
+            progress.update(frames_task, completed=done, total=total)
 
         def on_event(job, status, detail):
             if status == "failed":
@@ -95,7 +121,8 @@ def colorize(
                                       quality=quality, bit_depth=bit_depth, on_event=on_event)
             else:
                 result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
-                                  bit_depth=bit_depth, workers=workers, on_event=on_event)
+                                  bit_depth=bit_depth, workers=workers, on_event=on_event,
+                                  film=film, on_frames=on_frames)
     failed = len(result.failed) + len(plan.failed)
     summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"
     if result.skipped:

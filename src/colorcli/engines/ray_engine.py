@@ -110,7 +110,8 @@ def run_jobs_ray(
     on_event: EventCallback | None = None,
 ) -> BatchResult:
     """:func:`colorcli.batch.run_jobs` on a Ray cluster: same outcomes, same events (in the
-    order photos finish, not in the order of ``jobs``).
+    order photos finish, not in the order of ``jobs``). Films are not colorized here: each one
+    fails with a line saying so.
 
     ``spec`` is loaded once here first, so a bad model or weights file is one clear error
     before any actor starts. A Ray runtime started here is shut down at the end; one that was
@@ -136,6 +137,8 @@ def run_jobs_ray(
     for job in jobs:
         if is_finished(job, overwrite=overwrite):
             record(job, "skipped", None)
+        elif job.film:
+            record(job, "failed", f"{job.source}: a film; --engine ray colorizes photos only (use the local engine)")
         else:
             todo.append(job)
     if not todo:
