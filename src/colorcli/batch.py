@@ -386,7 +386,11 @@ class _OneAtATime:
         with self._lock:
             if self.stop.is_set():
                 raise _Stopped
-            return self._colorizer.colorize_rgb(rgb)
+            try:
+                return self._colorizer.colorize_rgb(rgb)
+            except KeyboardInterrupt:  # raised in this thread: no other photo starts after it
+                self.stop.set()
+                raise
 
 
 def run_jobs(
@@ -450,9 +454,14 @@ def run_jobs(
 
     def collect(fut: Future, job: Job) -> None:
         try:
-            record(job, *fut.result())
+            outcome = fut.result()
         except _Stopped:
             res.not_started.append(job.source)
+            return
+        except KeyboardInterrupt:  # raised in the worker's network call, as Ctrl-C in this one would
+            res.not_started.append(job.source)
+            raise
+        record(job, *outcome)
 
     try:
         while next_job < len(todo) or pending:
