@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
-from colorcli import __version__, color
+from colorcli import __version__
 from colorcli.bounds import ConfigError, check_config
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
 from colorcli.models import ColorModel, create_model, list_models
@@ -83,10 +83,7 @@ def save_weights(
         "format_version": str(FORMAT_VERSION),
         "arch": model.arch,
         "config": json.dumps(model.config_dict()),
-        "normalisation": json.dumps(
-            {"input": "L / 100 in [0, 1]", "L_norm": color.L_NORM, "ab_norm": color.AB_NORM,
-             "chroma_space": model.chroma_space}
-        ),
+        "normalisation": json.dumps(model.normalisation()),
         "training": json.dumps(training or {}),
         "metrics": json.dumps(metrics or {}),
         "colorcli_version": __version__,
