@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError
+from colorcli.errors import ColorcliError, ImageWriteError, SteeringError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
 
 if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
@@ -267,6 +267,7 @@ def run_jobs(
     bit_depth: str = "auto",
     workers: int = DEFAULT_WORKERS,
     on_event: EventCallback | None = None,
+    steering: Callable[[Path], dict] | None = None,
 ) -> BatchResult:
     """Colorize each job; a bad file is recorded and the rest still get done.
 
@@ -274,7 +275,8 @@ def run_jobs(
     behind the network (0: everything in the calling thread); at most ``workers`` photos wait
     decoded and ``workers`` wait to be written, which bounds memory. On Ctrl-C, reads not yet
     used are dropped, outputs already computed are still written (atomically), and the result
-    comes back with ``interrupted`` set instead of the exception.
+    comes back with ``interrupted`` set instead of the exception. ``steering(source)`` gives
+    the hints and reference of each photo (:class:`colorcli.steer.BatchSteering`).
     """
     if bit_depth not in BIT_DEPTHS:
         raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
@@ -332,7 +334,10 @@ def run_jobs(
             read_next()
             try:
                 photo = fut.result()
-                rgb = colorizer.colorize_rgb(photo.rgb)
+                rgb = colorizer.colorize_rgb(photo.rgb, **(steering(job.source) if steering else {}))
+            except SteeringError as exc:  # says what is wrong with a hint, not which photo
+                current = None
+                fail(job, f"{job.source}: {exc}")
             except ColorcliError as exc:
                 current = None
                 fail(job, str(exc))

@@ -247,14 +247,16 @@ class Colorizer:
         chroma = self.predict_chroma(L_net, reference=reference)
         L_view = L_net[0, 0].numpy()
         # Steering hooks: chroma-level changes before the refinement keeps them on the edges.
-        if reference is not None and self.reference_strength > 0 and not self._prior_applies(reference):
+        steered = reference is not None and self.reference_strength > 0
+        if steered and not self._prior_applies(reference):
             chroma = torch.from_numpy(steer.transfer_stats(
                 chroma[0].numpy(), reference, space=self.chroma_space, strength=self.reference_strength))[None]
         if hints:
+            steered = True
             chroma = torch.from_numpy(steer.spread_hints(chroma[0].numpy(), L_view, hints, space=self.chroma_space))[None]
         if self.refine:
             chroma = torch.from_numpy(refine.guided_coefficients(L_view, chroma[0].numpy()))[None]
-        if self.saturation != 1.0:
+        if self.saturation != 1.0 or steered:
             chroma = torch.from_numpy(steer.saturate(chroma[0].numpy(), L_view, self.saturation, space=self.chroma_space))[None]
         return chroma
 

@@ -35,7 +35,7 @@ from scipy import sparse
 from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.sparse.csgraph import dijkstra
 
-from colorcli.errors import SteeringError
+from colorcli.errors import ColorcliError, SteeringError
 
 MAX_HINTS = 32  # per photo: each one costs a shortest-path search over the network view
 MAX_HINTS_FILE = 1 << 20  # bytes of a --hints JSON file
@@ -63,7 +63,8 @@ PRIOR_FLOOR = 1e-3
 
 # The fallback transfer never scales spread by more than this (a gray prediction has ~0 spread).
 MAX_SPREAD_RATIO = 4.0
-GAMUT_STEPS = 7  # bisection steps of the saturation gamut fit: chroma within 1 % of the boundary
+GAMUT_STEPS = 7
+GAMUT_MARGIN = 0.01  # linear RGB kept within [0.01, 0.99] by the fits  # bisection steps of the saturation gamut fit: chroma within 1 % of the boundary
 
 _HINT = re.compile(r"^\s*([^,=\s]+)\s*,\s*([^,=\s]+)\s*=\s*(\S+)\s*$")
 _COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")
@@ -404,7 +405,7 @@ def gamut_factor(L: np.ndarray, chroma: np.ndarray, lo: float, hi: float, *, spa
     ct = torch.from_numpy(np.ascontiguousarray(chroma, dtype=np.float32))[None]
 
     def ok(k: torch.Tensor) -> torch.Tensor:
-        return color.in_gamut(torch.cat([Lt, ct * k], dim=1), space=space)[0, 0]
+        return color.in_gamut(torch.cat([Lt, ct * k], dim=1), space=space, tol=-GAMUT_MARGIN)[0, 0]
 
     top = torch.full(Lt.shape[-2:], float(hi))
     good = ok(top)
@@ -417,7 +418,7 @@ def gamut_factor(L: np.ndarray, chroma: np.ndarray, lo: float, hi: float, *, spa
     a, b = torch.full(Ls.shape[-1:], float(lo)), torch.full(Ls.shape[-1:], float(hi))
     for _ in range(GAMUT_STEPS):
         mid = (a + b) / 2
-        m = color.in_gamut(torch.cat([Ls, cs * mid], dim=1), space=space).view(-1)
+        m = color.in_gamut(torch.cat([Ls, cs * mid], dim=1), space=space, tol=-GAMUT_MARGIN).view(-1)
         a = torch.where(m, mid, a)
         b = torch.where(m, b, mid)
     k[sel] = a
@@ -426,21 +427,18 @@ def gamut_factor(L: np.ndarray, chroma: np.ndarray, lo: float, hi: float, *, spa
 
 def saturate(x: np.ndarray, L: np.ndarray, saturation: float, *, space: str) -> np.ndarray:
     """Scale chroma ``(2, h', w')`` or guided-filter coefficients ``(4, h, w)`` (chroma =
-    A * L/100 + B, linear in both) by ``saturation``; the network view's L ``(h, w)`` in
-    [0, 100] guides the gamut fit above 1. ``saturation == 1`` returns ``x`` itself."""
+    A * L/100 + B, linear in both) by ``saturation``, per pixel no further than the sRGB gamut
+    allows at the network view's L ``(h, w)`` in [0, 100] (with a margin of GAMUT_MARGIN, as the
+    full-resolution L varies within a network pixel). So the photo's L survives recombination
+    where a plain clip would move it. ``colorcli`` calls this only when the saturation is not 1
+    or when a hint or reference changed the chroma: the default output is the network's own."""
     from colorcli import refine
 
     s = check_saturation(saturation)
-    if s == 1.0:
-        return x
-    if s < 1.0:
-        return (x * np.float32(s)).astype(np.float32)
     Lg = _resize_plane(L, *x.shape[-2:])
     chroma = refine.apply_coefficients(x, Lg[None]) if x.shape[0] == refine.COEFFICIENTS else x
-    k = gamut_factor(Lg, chroma, 1.0, s, space=space)
+    k = gamut_factor(Lg, chroma, 0.0, s, space=space)
     return (x * k[None]).astype(np.float32)
-
-
 
 
 def as_hints(items) -> list[Hint]:
@@ -464,8 +462,72 @@ def as_reference(ref) -> Reference | None:
     return Reference.from_rgb(ref)
 
 
+# ---------------------------------------------------------------------------------------------
+# a batch: the same hints and reference for every photo, or per photo
+
+
+class BatchSteering:
+    """What steers each photo of a batch: hints given for all (``--hint``), hints from a file
+    by photo name (``--hints``), and one reference photo for all, or a folder of references
+    paired with the photos by file stem (``--reference``).
+
+    Everything that can be checked before the batch starts is checked here (a malformed hint,
+    an unreadable hints file or reference, two references with one stem), raising
+    :class:`SteeringError`; a photo with no reference in the folder fails alone, in
+    :meth:`for_photo`."""
+
+    def __init__(self, *, hints: list[str] | None = None, hints_file: Path | None = None,
+                 reference: Path | None = None) -> None:
+        self.hints = as_hints(hints)
+        self.table = load_hints(hints_file) if hints_file is not None else {}
+        self.reference: Reference | None = None
+        self.folder: dict[str, Path] | None = None
+        if reference is not None:
+            reference = Path(reference)
+            if reference.is_dir():
+                self.folder = _references_by_stem(reference)
+            else:
+                self.reference = Reference.from_file(reference)
+        self._folder_path = reference
+
+    def __bool__(self) -> bool:
+        return bool(self.hints or self.table or self.reference is not None or self.folder is not None)
+
+    def for_photo(self, source: Path) -> dict:
+        """Keyword arguments of ``colorize_rgb`` for photo ``source``."""
+        hints = self.hints + hints_for(self.table, source)
+        check_count(hints)
+        ref = self.reference
+        if self.folder is not None:
+            path = self.folder.get(Path(source).stem)
+            if path is None:
+                raise SteeringError(f"no reference named {Path(source).stem}.* in {self._folder_path}")
+            try:
+                ref = Reference.from_file(path)
+            except ColorcliError as exc:
+                raise SteeringError(f"reference {exc}") from None
+        return {"hints": hints or None, "reference": ref}
+
+
+def _references_by_stem(folder: Path) -> dict[str, Path]:
+    from colorcli.imageio import IMAGE_SUFFIXES
+
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    except OSError as exc:
+        raise SteeringError(f"{folder}: cannot list the reference folder ({exc.strerror or exc})") from None
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem in out:
+            raise SteeringError(f"{folder}: two references for {p.stem!r} ({out[p.stem].name}, {p.name})")
+        out[p.stem] = p
+    if not out:
+        raise SteeringError(f"{folder}: no reference photos in the folder")
+    return out
+
+
 __all__ = [
-    "DEFAULT_REFERENCE_STRENGTH", "Hint", "as_hints", "as_reference", "MAX_HINTS", "PlacedHint", "Reference", "check_saturation",
+    "BatchSteering", "DEFAULT_REFERENCE_STRENGTH", "Hint", "as_hints", "as_reference", "MAX_HINTS", "PlacedHint", "Reference", "check_saturation",
     "check_strength", "gamut_factor", "hint_chroma", "hint_weights", "hints_for", "load_hints",
     "parse_colour", "parse_hint", "place_hints", "saturate", "spread_hints", "transfer_stats",
 ]

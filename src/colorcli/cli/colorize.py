@@ -13,7 +13,18 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import (
+    HintOption,
+    HintsFileOption,
+    ReferenceStrengthOption,
+    RefineOption,
+    TtaOption,
+    err,
+    out,
+    print_line,
+    safe_text,
+    user_errors,
+)
 from colorcli.errors import ColorcliError
 
 
@@ -36,6 +47,11 @@ def colorize(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
     backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
+    saturation: Annotated[float, typer.Option("--saturation", min=0.0, max=10.0, help="Colour strength: 0 gray, 1 as predicted, above 1 more vivid (kept in the sRGB gamut).")] = 1.0,
+    reference: Annotated[Path | None, typer.Option("--reference", help="A photo whose colours steer the result, or a folder of them paired with the inputs by file stem.")] = None,
+    reference_strength: ReferenceStrengthOption = 1.0,
+    hint: HintOption = None,
+    hints: HintsFileOption = None,
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
     from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
@@ -47,17 +63,22 @@ def colorize(
         print_line("error", "bold red", "--weights goes with --backend torch, --onnx with --backend onnx")
         raise typer.Exit(2)
     with user_errors():
+        from colorcli.steer import BatchSteering
+
+        steering = BatchSteering(hints=hint, hints_file=hints, reference=reference)
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
         if backend == "onnx":
             from colorcli.onnx_runtime import OnnxColorizer
 
-            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+            colorizer = OnnxColorizer.from_name(model, onnx=onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine,
+                                                saturation=saturation, reference_strength=reference_strength)
         else:
             from colorcli.pipeline import Colorizer  # imports torch
 
-            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+            colorizer = Colorizer.from_name(model, weights=weights, device=device, size=size, temperature=temperature, tta=tta, refine=refine,
+                                            saturation=saturation, reference_strength=reference_strength)
         if out_dir is not None:
             prepare_out_dir(out_dir)
     for _, msg in plan.failed:
@@ -82,7 +103,8 @@ def colorize(
 
         with user_errors():
             result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
-                              bit_depth=bit_depth, workers=workers, on_event=on_event)
+                              bit_depth=bit_depth, workers=workers, on_event=on_event,
+                              steering=steering.for_photo if steering else None)
     failed = len(result.failed) + len(plan.failed)
     summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"
     if result.skipped:
