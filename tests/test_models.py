@@ -226,3 +226,57 @@ def test_luv50_loss_prefers_true_bins(make_photo):
     assert ((uv - real).abs()[inside] <= half_bin + 1e-3).all()
     # Uniform logits decode to the middle of the range (the bins are symmetric about 0).
     assert model.decode(torch.zeros(1, 2 * n, 2, 2)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_weights_metadata_states_the_normalisation_the_model_computes(name, tmp_path):
+    from colorcli.models.base import normalise_l
+    from colorcli.weights import read_metadata
+
+    model = create_model(name, pretrained=False).eval()
+    path = save_weights(model, tmp_path / "m.safetensors")
+    norm = read_metadata(path)["normalisation"]
+    assert norm == json.loads(json.dumps(model.normalisation()))
+    # The input the metadata states is the one every forward uses: L = 0, 50, 100 -> -1, 0, 1.
+    assert norm["input"].startswith("(L / 100 - 0.5) / 0.5")
+    assert normalise_l(torch.tensor([0.0, 50.0, 100.0])).tolist() == [-1.0, 0.0, 1.0]
+    assert norm["chroma_space"] == model.chroma_space
+    info = model.decode_info()
+    if info["kind"] == "regression":
+        # The stated ab normalisation is the network's real one: a raw output of 1 decodes to
+        # ab_norm (unet: 128, not 110), and a raw output equal to the stated target has zero loss.
+        raw1 = torch.ones(1, 2, 4, 4)
+        offset = info.get("offset", 0.0)
+        assert float(model.decode(raw1)[0, 0, 0, 0]) == pytest.approx(info["scale"] + offset)
+        ab = torch.full((1, 2, 4, 4), 30.0)
+        target = ab / norm["ab_norm"]
+        if info.get("activation") == "sigmoid":
+            target = (target + 1) / 2
+        batch = {"L": torch.full((1, 1, 4, 4), 50.0), "ab": ab, "rgb": torch.zeros(1, 3, 4, 4)}
+        assert float(model.loss(target, batch)) == pytest.approx(0.0, abs=1e-12)
+    if name == "test_unet":
+        assert norm["ab_norm"] == 128.0
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_training_interface(name):
+    """What the trainer asks of a model: the encoder to freeze and train gently (only when it
+    starts pretrained), and the data-dependent loss set-up."""
+    model = create_model(name, pretrained=False)
+    assert model.pretrained_encoder() is None
+    encoder = model.image_encoder()
+    if encoder is not None:
+        assert any(p is q for p in encoder.parameters() for q in model.parameters())
+        flagged = create_model(name, pretrained=False)
+        import dataclasses
+
+        flagged.config = dataclasses.replace(flagged.config, pretrained=True)
+        assert flagged.pretrained_encoder() is flagged.image_encoder()
+    counts = np.arange(len(color.gamut_bins()), dtype=np.int64) + 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.prepare_targets(counts)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    if name == "test_mcl":
+        assert changed == {"prior", "class_weights"}
+    else:  # nothing else depends on the data
+        assert changed == set()

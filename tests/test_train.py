@@ -56,7 +56,7 @@ def _cfg(cache: Path, out: Path, **kw) -> TrainConfig:
 
 
 def _ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return T.load_checkpoint(path)
 
 
 def _assert_same_model(a: dict, b: dict) -> None:
@@ -219,6 +219,65 @@ def test_resume_refuses_a_wrong_checkpoint(cache, tmp_path, photos):
         train(_cfg(cache, out, resume=str(tmp_path / "other.ckpt")))
     with pytest.raises(TrainingError, match="not both"):
         train(_cfg(cache, out, resume=str(res.checkpoint), init=str(out)))
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for any command a crafted file could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_never_unpickles_code(cache, tmp_path):
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=1))
+    # A real checkpoint with one object that runs code when unpickled.
+    ck = _ckpt(res.checkpoint)
+    marker = tmp_path / "pwned"
+    ck["history"] = [_Payload(marker)]
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ck, evil)
+    # The payload is live: an unsafe load runs it (so the check below can fail).
+    torch.load(evil, map_location="cpu", weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(TrainingError) as exc:
+        train(_cfg(cache, out, resume=str(evil)))
+    assert not marker.exists()
+    msg = str(exc.value)
+    assert msg.startswith(f"{evil}: cannot read checkpoint: it names ") and "could run code" in msg
+    assert "\n" not in msg
+    # Through the CLI: one line on stderr, exit code 2, and still nothing run.
+    args = ["train", "--model", "test_mcl", "--out", str(out), "--device", "cpu", "--resume", str(evil)]
+    cli = CliRunner().invoke(app, args)
+    assert cli.exit_code == 2 and not marker.exists()
+    assert cli.stderr.strip().count("\n") == 0 and "could run code" in cli.stderr
+
+
+@pytest.mark.parametrize("where", ["model_args", "model_config"])
+def test_resume_refuses_a_hostile_model_config(cache, tmp_path, monkeypatch, where):
+    """A checkpoint whose config asks for a huge network: refused before anything is built."""
+    import colorcli.train as train_module
+
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=1))
+    ck = _ckpt(res.checkpoint)
+    if where == "model_args":
+        ck["config"]["model_args"] = {"decoder_width": 1 << 16}
+    else:
+        ck["model_config"] = {**ck["model_config"], "decoder_width": 1 << 16}
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ck, evil)
+
+    def never(*a, **k):
+        raise AssertionError("a model was built from a hostile checkpoint config")
+
+    monkeypatch.setattr(train_module, "create_model", never)
+    with pytest.raises(TrainingError, match=rf"{evil}: config decoder_width = 65536 is out of bounds"):
+        train(_cfg(cache, out, resume=str(evil)))
 
 
 def test_init_from_shipped_weights(cache, tmp_path):
@@ -451,3 +510,23 @@ def test_cli_prepare_train_and_resume(photos, tmp_path):
                               "--init", str(tmp_path / "missing.safetensors")])
     assert res.exit_code == 2
     assert res.stderr.strip() == f"error: {tmp_path / 'missing.safetensors'}: weights file not found"
+
+
+def test_pretrained_encoder_is_frozen_first_then_trained_gently(cache, tmp_path):
+    phases: list[str] = []
+
+    class Record(TrainCallbacks):
+        def on_step(self, step, total_steps, loss, phase):
+            phases.append(phase)
+
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=4, freeze_frac=0.5, model_args={"pretrained": True}), Record())
+    assert phases == ["frozen encoder"] * 2 + ["full"] * 2
+    groups = {g["name"]: g["lr_mult"] for g in _ckpt(res.checkpoint)["optimizer"]["param_groups"]}
+    assert groups == {"decoder": 1.0, "encoder": 0.1}
+    # Not pretrained: nothing frozen, one learning rate for all (the same group layout).
+    phases.clear()
+    res = train(_cfg(cache, tmp_path / "n.safetensors", max_steps=2, freeze_frac=0.5), Record())
+    assert phases == ["full", "full"]
+    groups = {g["name"]: g["lr_mult"] for g in _ckpt(res.checkpoint)["optimizer"]["param_groups"]}
+    assert groups == {"decoder": 1.0, "encoder": 1.0}

@@ -6,7 +6,8 @@ A batch is planned first (:func:`plan_jobs`): folders are walked (symlink loops 
 once), every input gets one output name, and inputs whose output would replace an input or
 another job's output fail right there. :func:`run_jobs` then colorizes: a small thread pool
 decodes the next photos and encodes finished ones while the main thread runs the network, so
-IO overlaps inference. One bad file is recorded with its one-line reason and the rest still get
+IO overlaps inference. Films (told from photos by their content, :func:`colorcli.video.sniff_film`)
+are colorized one at a time in the calling thread, streamed frame by frame. One bad file is recorded with its one-line reason and the rest still get
 done; Ctrl-C stops cleanly, keeping every finished output and never a partial one.
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from colorcli.errors import ColorcliError, ImageWriteError, SteeringError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
+from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
 if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
     from colorcli.onnx_runtime import OnnxColorizer
@@ -40,6 +42,7 @@ class Job:
 
     source: Path
     target: Path
+    film: bool = False  # a film (see colorcli.video), not a photo
 
 
 @dataclass
@@ -66,6 +69,8 @@ class BatchResult:
 # on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
 # "failed" (detail: the one-line reason). Always called from the calling thread.
 EventCallback = Callable[[Job, str, "str | None"], None]
+# on_frames(job, frames done, frames expected or None): a film's progress.
+FramesCallback = Callable[[Job, int, "int | None"], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,7 +82,7 @@ def collect_inputs(
 ) -> tuple[list[tuple[Path, Path, bool]], list[tuple[Path, str]]]:
     """Expand files and folders into ``(file, base folder, found in a folder)`` triples.
 
-    Folders give their files with an image suffix, sorted, hidden ones left out; sub-folders
+    Folders give their files with an image or film suffix, sorted, hidden ones left out; sub-folders
     only with ``recursive``. Named files are taken whatever their suffix (the reader judges
     them). Missing inputs and unreadable folders come back as ``(path, reason)`` errors.
     """
@@ -124,7 +129,7 @@ def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list
             if is_dir:
                 if recursive:
                     subdirs.append(path)
-            elif path.suffix.lower() in IMAGE_SUFFIXES:
+            elif path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in FILM_SUFFIXES:
                 files.append(path)  # even a broken link: the reader says what is wrong with it
         stack.extend(reversed(subdirs))
     return files
@@ -174,8 +179,12 @@ def plan_jobs(
     unique: dict[str, tuple[Path, Path, bool]] = {}
     for src, base, in_folder in files:
         unique.setdefault(_real(src), (src, base, in_folder))
+    kinds = {real: sniff_film(src) for real, (src, _, _) in unique.items()}
     targets = {real: output_path(src, base, out_dir, suffix=suffix, fmt=fmt)
                for real, (src, base, _) in unique.items()}
+    for real, kind in kinds.items():
+        if kind is not None:
+            targets[real] = targets[real].with_suffix(output_suffix(kind))
     target_reals = {_real(t): real for real, t in targets.items()}
     sources: dict[str, Path] = {}
     for real, (src, _, in_folder) in unique.items():
@@ -197,7 +206,7 @@ def plan_jobs(
             )
         else:
             claimed[key] = src
-            plan.jobs.append(Job(src, target))
+            plan.jobs.append(Job(src, target, film=kinds[real] is not None))
     return plan
 
 
@@ -267,6 +276,8 @@ def run_jobs(
     bit_depth: str = "auto",
     workers: int = DEFAULT_WORKERS,
     on_event: EventCallback | None = None,
+    film: FilmSettings | None = None,
+    on_frames: FramesCallback | None = None,
     steering: Callable[[Path], dict] | None = None,
 ) -> BatchResult:
     """Colorize each job; a bad file is recorded and the rest still get done.
@@ -276,7 +287,11 @@ def run_jobs(
     decoded and ``workers`` wait to be written, which bounds memory. On Ctrl-C, reads not yet
     used are dropped, outputs already computed are still written (atomically), and the result
     comes back with ``interrupted`` set instead of the exception. ``steering(source)`` gives
-    the hints and reference of each photo (:class:`colorcli.steer.BatchSteering`).
+    the hints and reference of each photo (:class:`colorcli.steer.BatchSteering`; photos only).
+
+    Film jobs are colorized in the calling thread with ``film`` settings (default
+    :class:`colorcli.video.FilmSettings`), reporting frames through ``on_frames``; an interrupted
+    film leaves no output and counts as not started.
     """
     if bit_depth not in BIT_DEPTHS:
         raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
@@ -310,7 +325,7 @@ def run_jobs(
     def read_next() -> None:
         job = next(queue, None)
         if job is not None:
-            reads.append((job, pool.submit(read_photo, job.source)))
+            reads.append((job, None if job.film else pool.submit(read_photo, job.source)))
 
     def finish_writes(*, keep: int) -> None:
         """Collect finished writes in order, waiting while more than ``keep`` are in flight."""
@@ -326,12 +341,33 @@ def run_jobs(
                 res.done.append(job.target)
                 emit(job, "done", "; ".join(notes) or None)
 
+    def run_film(job: Job) -> None:
+        def frames(done: int, total: int | None) -> None:
+            if on_frames:
+                on_frames(job, done, total)
+
+        try:
+            notes = colorize_film(colorizer, job.source, job.target, settings=film or FilmSettings(),
+                                  overwrite=overwrite, on_frame=frames)
+        except ColorcliError as exc:
+            fail(job, str(exc))
+        except _out_of_memory_errors():
+            fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
+        else:
+            res.done.append(job.target)
+            emit(job, "done", "; ".join(notes) or None)
+
     try:
         for _ in range(depth):
             read_next()
         while reads:
             job, fut = current = reads.popleft()
             read_next()
+            if fut is None:
+                finish_writes(keep=0)  # outputs stay in input order; photos leave memory first
+                run_film(job)
+                current = None
+                continue
             try:
                 photo = fut.result()
                 rgb = colorizer.colorize_rgb(photo.rgb, **(steering(job.source) if steering else {}))
@@ -354,7 +390,8 @@ def run_jobs(
     except KeyboardInterrupt:
         res.interrupted = True
         for job, fut in ([current] if current else []) + list(reads):
-            fut.cancel()
+            if fut is not None:
+                fut.cancel()
             res.not_started.append(job.source)
         res.not_started.extend(j.source for j in queue)
         # Outputs already computed are finished: each write is atomic and takes moments.
@@ -365,6 +402,6 @@ def run_jobs(
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "FORMATS", "Job", "Plan", "collect_inputs", "output_path",
+    "BIT_DEPTHS", "BatchResult", "FORMATS", "FramesCallback", "Job", "Plan", "collect_inputs", "output_path",
     "plan_jobs", "prepare_out_dir", "run_jobs",
 ]

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Normalisation constants (richzhang's BaseColor): network input is L / L_NORM in [0, 1];
-# regression targets are ab / AB_NORM in about [-1, 1].
+# Normalisation constants (richzhang's BaseColor). What each model computes from them (its input
+# (L / L_NORM - 0.5) / 0.5, its targets) is declared by ``ColorModel.normalisation``.
 L_CENT = 50.0
 L_NORM = 100.0
 AB_NORM = 110.0

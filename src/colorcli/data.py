@@ -147,16 +147,22 @@ class CachedImages:
 
 
 def augment_batch(
-    images: np.ndarray, *, size: int, generator: torch.Generator, min_scale: float = 0.5
+    images: np.ndarray, *, size: int, generator: torch.Generator, min_scale: float = 0.5,
+    keep: slice | None = None,
 ) -> torch.Tensor:
     """Random resized crop (area ``min_scale``..1, aspect 3/4..4/3) + horizontal flip.
 
-    ``images`` uint8 ``(B, S, S, 3)`` -> sRGB float ``(B, 3, size, size)`` in [0, 1].
+    ``images`` uint8 ``(B, S, S, 3)`` -> sRGB float ``(B, 3, size, size)`` in [0, 1]. ``keep``
+    crops only those rows, drawing the random numbers of the whole batch all the same: each
+    process of a distributed run takes its rows of one global batch, cropped exactly as a single
+    process would crop them.
     """
+    r = torch.rand(len(images), 5, generator=generator)
+    if keep is not None:
+        images, r = images[keep], r[keep]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
     b, _, s, _ = x.shape
     out = torch.empty(b, 3, size, size)
-    r = torch.rand(b, 5, generator=generator)
     for i in range(b):
         area = min_scale + (1 - min_scale) * r[i, 0].item()
         aspect = float(np.exp(np.log(3 / 4) + (np.log(4 / 3) - np.log(3 / 4)) * r[i, 1].item()))

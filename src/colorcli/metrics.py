@@ -12,6 +12,7 @@ numbers as scikit-image's ``structural_similarity``, at a fraction of its cost).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,21 @@ def ab_distance(ab_pred: np.ndarray, ab_gt: np.ndarray) -> np.ndarray:
     """Euclidean distance ``(H, W)`` of two ab planes ``(H, W, 2)``, computed in float64."""
     d = ab_pred.astype(np.float64) - ab_gt.astype(np.float64)
     return np.sqrt((d**2).sum(-1))
+
+
+def flicker(frames: Iterable[np.ndarray]) -> float:
+    """Temporal flicker of a film: the mean |Δab| (per-pixel Euclidean ab distance, Lab) between
+    consecutive frames, averaged over pixels and frame pairs. Frames are sRGB float ``(H, W, 3)``
+    in [0, 1], streamed; 0.0 for fewer than two frames."""
+    prev = None
+    total, pairs = 0.0, 0
+    for rgb in frames:
+        ab = _lab(rgb)[..., 1:]
+        if prev is not None:
+            total += float(ab_distance(ab, prev).mean())
+            pairs += 1
+        prev = ab
+    return total / pairs if pairs else 0.0
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:

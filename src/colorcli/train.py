@@ -22,7 +22,9 @@ import dataclasses
 import hashlib
 import math
 import os
+import pickle
 import platform
+import re
 import signal
 import sys
 import tempfile
@@ -36,6 +38,8 @@ import numpy as np
 import torch
 
 from colorcli import __version__, color, metrics
+from colorcli.bounds import ConfigError, check_config
+from colorcli.distributed import Dist, process_group
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.models import ColorModel, count_parameters, create_model
@@ -135,6 +139,31 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint read as plain data only (``weights_only=True``).
+
+    A checkpoint is a pickle, and unpickling can call any function a file names: a file handed
+    to ``--resume`` must never run code. Only tensors, numbers, strings, lists, tuples and dicts
+    are accepted, which is all :func:`save_checkpoint` writes; anything else is refused unrun.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise TrainingError(
+                f"{path}: cannot read checkpoint: it names {unsafe.group(1)}, not plain data "
+                "(tensors, numbers, strings, lists, dicts); refused, as loading it could run code"
+            ) from None
+        raise TrainingError(f"{path}: cannot read checkpoint (not a torch checkpoint)") from None
+    except Exception as exc:  # noqa: BLE001 - reading fails in many ways (truncated zip, I/O)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"{path}: cannot read checkpoint ({reason})") from None
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise TrainingError(f"{path}: not a colorcli training checkpoint")
+    return state
+
+
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold Ctrl-C until the block ends, so that a training step is done whole or not at all.
@@ -185,9 +214,11 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> Path:
 
 
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
-    enc = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    mult = cfg.encoder_lr_mult if model.config.pretrained else 1.0
+    encoder = model.image_encoder()
+    enc = list(encoder.parameters()) if encoder is not None else []
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in model.parameters() if id(p) not in enc_ids]
+    mult = cfg.encoder_lr_mult if model.pretrained_encoder() is not None else 1.0
     groups = [{"params": rest, "lr_mult": 1.0, "name": "decoder"}]
     if enc:
         groups.append({"params": enc, "lr_mult": mult, "name": "encoder"})
@@ -204,17 +235,14 @@ def _lr_at(p: float, cfg: TrainConfig) -> float:
 def _frozen(model: ColorModel, p: float, cfg: TrainConfig) -> bool:
     # Freezing protects ImageNet features from a random decoder's first gradients; a run that
     # starts from trained colorcli weights (--init) has no random decoder to protect against.
-    return (
-        bool(model.config.pretrained) and not cfg.init and p < cfg.freeze_frac
-        and hasattr(model, "encoder")
-    )
+    return model.pretrained_encoder() is not None and not cfg.init and p < cfg.freeze_frac
 
 
 def _with_pretrained_flag(model: ColorModel, pretrained: bool) -> ColorModel:
     """Record whether the encoder started from ImageNet weights on a model built without loading
     them (resume, init: its tensors come from the file). The flag sets the encoder's learning-rate
     multiplier and the freeze phase, and travels into the metadata of the weights written."""
-    if hasattr(model.config, "pretrained") and model.config.pretrained != pretrained:
+    if model.config.pretrained != pretrained:
         model.config = dataclasses.replace(model.config, pretrained=pretrained)
     return model
 
@@ -294,72 +322,143 @@ def validate(
     return out
 
 
-def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
-    """Train ``cfg.model``; write best weights to ``cfg.out`` and a checkpoint beside it."""
-    cb = callbacks or TrainCallbacks()
+@dataclasses.dataclass
+class TrainSetup:
+    """What a run works with and does not change while it trains."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: CachedImages
+    cache_path: Path
+    val: list[tuple[str, np.ndarray]]
+    out: Path
+    ckpt_file: Path
+    select: str
+    dist: Dist = Dist()
+
+    @property
+    def global_batch(self) -> int:
+        """Rows of one step over all processes (``--batch-size`` is per process)."""
+        return self.cfg.batch_size * self.dist.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // self.global_batch
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What changes as training goes: the model, its optimizer, the data order and RNG, the
+    step and time counted so far, the validation history. A checkpoint holds all of it but the
+    two session-only fields at the end."""
+
+    model: ColorModel
+    net: torch.nn.Module  # what the forward pass calls: ``model``, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    gen: torch.Generator  # data order and augmentation
+    step: int = 0
+    seconds: float = 0.0  # wall time inside the loop (steps, validation, checkpoints): the budget
+    best: dict[str, float] = dataclasses.field(default_factory=dict)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    order: torch.Tensor | None = None  # this epoch's sample order
+    pos: int = 0  # batches of ``order`` used
+    sessions: list[str] = dataclasses.field(default_factory=list)
+    init_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Session only: progress never goes back within a session (a larger re-estimate of the
+    # total would otherwise raise the learning rate again or re-freeze the encoder) ...
+    p_floor: float = 0.0
+    # ... the monotonic time ``seconds`` was last brought up to date ...
+    clock: float = 0.0
+    # ... and a Ctrl-C held until every process agrees to stop (distributed runs).
+    stop_requested: bool = False
+
+    def tick(self) -> float:
+        """Count the wall time since the last tick into ``seconds``; returns now."""
+        now = time.monotonic()
+        self.seconds += now - self.clock
+        self.clock = now
+        return now
+
+    def draws(self) -> tuple[Any, ...]:
+        """What a step draws (data order, RNG), to put back if the step is broken into."""
+        return (self.gen.get_state(), torch.get_rng_state(), self.order, self.pos)
+
+    def put_back(self, draws: tuple[Any, ...]) -> None:
+        self.gen.set_state(draws[0])
+        torch.set_rng_state(draws[1])
+        self.order, self.pos = draws[2], draws[3]
+
+
+def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The run's settings and, with ``--resume``, the checkpoint's contents."""
     if cfg.resume and cfg.init:
         raise TrainingError("give --resume (a checkpoint) or --init (a weights file), not both")
-    from colorcli.pipeline import resolve_device
-
-    session_command = cfg.command
-
-    state: dict[str, Any] | None = None
+    saved = None
     if cfg.resume:
-        try:
-            state = torch.load(cfg.resume, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways; all mean this
-            raise TrainingError(f"{cfg.resume}: cannot read checkpoint ({exc})") from None
-        if not isinstance(state, dict) or "config" not in state or "model" not in state:
-            raise TrainingError(f"{cfg.resume}: not a colorcli training checkpoint")
-        if state.get("arch") != cfg.model:
+        saved = load_checkpoint(Path(cfg.resume))
+        if saved.get("arch") != cfg.model:
             raise TrainingError(
-                f"{cfg.resume}: checkpoint is for model {state.get('arch')!r}, not {cfg.model!r}"
+                f"{cfg.resume}: checkpoint is for model {saved.get('arch')!r}, not {cfg.model!r}"
             )
-        cfg = _merge_resume_config(cfg, state["config"])
+        cfg = _merge_resume_config(cfg, saved["config"])
+        try:  # the checkpoint's model config is bounded before anything is built from it
+            check_config(cfg.model, cfg.model_args)
+            check_config(cfg.model, saved.get("model_config") or {})
+        except ConfigError as exc:
+            raise TrainingError(f"{cfg.resume}: {exc}") from None
     if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
         raise TrainingError("give --minutes, --epochs or --max-steps")
-    select = cfg.select or "loss"
-    if select not in SELECT:
-        raise TrainingError(f"unknown --select {select!r}; use {', '.join(SELECT)}")
+    if (cfg.select or "loss") not in SELECT:
+        raise TrainingError(f"unknown --select {cfg.select!r}; use {', '.join(SELECT)}")
+    return cfg, saved
 
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    ckpt_file = checkpoint_path(out)
-    torch.manual_seed(cfg.seed)
 
-    cache_path = resolve_data(cfg, cb)
+def load_data(
+    cfg: TrainConfig, saved: dict[str, Any] | None, cb: TrainCallbacks, dist: Dist
+) -> tuple[CachedImages, Path]:
+    """The training cache, checked against a resumed checkpoint's data order."""
+    with dist.main_first():  # one process prepares a missing cache, the others then read it
+        cache_path = resolve_data(cfg, cb)
     data = CachedImages(cache_path)
-    if len(data) < cfg.batch_size:
-        raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {cfg.batch_size}")
-    steps_per_epoch = len(data) // cfg.batch_size
-    if state is not None and state.get("order") is not None:
+    batch = cfg.batch_size * dist.world_size
+    if len(data) < batch:
+        raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {batch}")
+    if saved is not None and saved.get("order") is not None:
         # The saved data order indexes the cache it was drawn for.
-        order_len = len(state["order"])
-        if order_len != steps_per_epoch * cfg.batch_size or int(state["order"].max()) >= len(data):
+        order_len = len(saved["order"])
+        if order_len != len(data) // batch * batch or int(saved["order"].max()) >= len(data):
             raise TrainingError(
                 f"{cfg.resume}: was made with a different training cache than {cache_path} "
                 f"({len(data)} photos now)"
             )
-    val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val else []
+    return data, cache_path
 
+
+def build_model(
+    cfg: TrainConfig, data: CachedImages, saved: dict[str, Any] | None, cb: TrainCallbacks
+) -> tuple[ColorModel, TrainConfig, dict[str, Any]]:
+    """The model to train -> (model, cfg, init_info). A resume rebuilds the checkpoint's
+    architecture (its tensors are loaded with the rest of the state); ``--init`` starts from a
+    weights file, of this model (strictly, and ``cfg.model_args`` becomes the file's) or of
+    another (the tensors that match); otherwise a fresh build."""
     init_info: dict[str, Any] = {}
-    if state is not None:
+    if saved is not None:
         model = create_model(cfg.model, **{**cfg.model_args, "pretrained": False})
-        saved_cfg = state.get("model_config")
+        saved_cfg = saved.get("model_config")
         if saved_cfg is not None:
             pretrained = bool(saved_cfg.get("pretrained"))
         else:
             # Checkpoints before "model_config": a pretrained encoder had its own lr multiplier.
-            groups = state["optimizer"]["param_groups"]
+            groups = saved["optimizer"]["param_groups"]
             pretrained = any(g.get("lr_mult", 1.0) != 1.0 for g in groups)
-        _with_pretrained_flag(model, pretrained)
-    elif cfg.init and read_metadata(Path(cfg.init)).get("arch") != cfg.model:
+        return _with_pretrained_flag(model, pretrained), cfg, init_info
+    if cfg.init and read_metadata(Path(cfg.init)).get("arch") != cfg.model:
         # Warm start from another architecture's weights: the tensors that match by name and
         # shape (e.g. encoder and decoder of mcl for l2); the rest start as a fresh build.
         init_path = Path(cfg.init)
         model = create_model(cfg.model, **cfg.model_args)
-        if hasattr(model, "set_prior"):
-            model.set_prior(data.bin_counts)
+        model.prepare_targets(data.bin_counts)
         copied, total = load_matching(model, init_path)
         if copied == 0:
             raise TrainingError(f"{init_path}: no tensor matches model {cfg.model!r}; nothing to start from")
@@ -373,15 +472,15 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             **{k: prev[k] for k in ("steps", "epochs", "minutes", "command") if k in prev},
         }
         cb.on_message(f"starting from {init_path} ({src_meta.get('arch')}): {copied} of {total} tensors copied")
-    elif cfg.init:
+        return model, cfg, init_info
+    if cfg.init:
         init_path = Path(cfg.init)
         model = load_weights(init_path, expect_arch=cfg.model)  # strict; WeightsError names it
         meta = model.weights_meta
         _with_pretrained_flag(model, bool(meta["config"].get("pretrained")))
         _tune_config(model, cfg.model_args, init_path)
-        if hasattr(model, "set_prior"):
-            # Rebalance for the data trained on now (it may be wider than the file's).
-            model.set_prior(data.bin_counts)
+        # Rebalance for the data trained on now (it may be wider than the file's).
+        model.prepare_targets(data.bin_counts)
         # The architecture is the file's: a resume of this run must rebuild the same one.
         model_args = {k: v for k, v in model.config_dict().items() if k != "pretrained"}
         cfg = dataclasses.replace(cfg, model_args=model_args)
@@ -392,213 +491,323 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             **{k: prev[k] for k in ("steps", "epochs", "minutes", "command", "init") if k in prev},
         }
         cb.on_message(f"starting from {init_path} ({prev.get('steps', '?')} steps trained before)")
-    else:
-        model = create_model(cfg.model, **cfg.model_args)
-        if hasattr(model, "set_prior"):
-            model.set_prior(data.bin_counts)
+        return model, cfg, init_info
+    model = create_model(cfg.model, **cfg.model_args)
+    model.prepare_targets(data.bin_counts)
+    return model, cfg, init_info
+
+
+def new_state(model: ColorModel, setup: TrainSetup, init_info: dict[str, Any]) -> TrainState:
+    """``model`` on the device, ready to train, with a fresh optimizer, scaler and data RNG;
+    wrapped in DDP (gradients averaged over the processes) in a distributed run."""
+    cfg, device = setup.cfg, setup.device
     model.train()
     model.to(device)
     # Channels-last on CPU too: oneDNN's convolutions run faster in NHWC (bench_train.py).
     model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if setup.dist.enabled:
+        # A frozen encoder gets no gradients for a while: DDP must be told to expect that.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model.pretrained_encoder() is not None,
+        )
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, seconds, best = 0, 0.0, {}
-    order, pos = None, 0
-    history: list[dict[str, float]] = []
-    sessions: list[str] = []
-    if state is not None:
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, seconds, best = state["step"], state["seconds"], state["best"]
-        history = state.get("history", [])
-        sessions = state.get("sessions", [])
-        init_info = state.get("init_info", {})
-        gen.set_state(state["generator"])
-        order, pos = state["order"], state["pos"]
-        torch.set_rng_state(state["torch_rng"])
-        cb.on_message(f"resumed from {cfg.resume} at step {step} ({seconds / 60:.1f} min trained)")
-    elif ckpt_file.exists():
-        cb.on_message(f"{ckpt_file} exists and will be replaced (use --resume to continue it)")
-    if session_command or state is not None:
-        sessions.append(session_command if state is None else f"resume: {session_command}".strip())
+    return TrainState(model=model, net=net, opt=opt, scaler=scaler, gen=gen, init_info=init_info)
 
-    def total_steps_estimate() -> int:
-        cands = []
-        if cfg.epochs is not None:
-            cands.append(max(1, int(cfg.epochs * steps_per_epoch)))
-        if cfg.minutes is not None and step > 20 and seconds > 30:
-            # Measured over everything the loop does (validation and checkpoints included),
-            # so the run ends near the wall-clock budget.
-            cands.append(max(step + 1, int(step / seconds * cfg.minutes * 60)))
-        if cfg.max_steps is not None:
-            cands.append(cfg.max_steps)
-        # Minutes only and no speed measured yet: a placeholder, refined every 20 steps.
-        return max(1, min(cands)) if cands else 10**9
 
-    def save_checkpoint() -> None:
-        _atomic_torch_save(
-            {
-                "arch": cfg.model,
-                "model": model.state_dict(),
-                "model_config": model.config_dict(),
-                "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "seconds": seconds,
-                "best": best,
-                "history": history,
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "order": order,
-                "pos": pos,
-                "config": dataclasses.asdict(cfg),
-                "init_info": init_info,
-                "sessions": sessions,
-                "colorcli_version": __version__,
-            },
-            ckpt_file,
-        )
+def restore_state(ts: TrainState, saved: dict[str, Any]) -> None:
+    """Put a checkpoint's contents into ``ts``: the run goes on exactly where it was written."""
+    ts.model.load_state_dict(saved["model"], strict=True)
+    ts.opt.load_state_dict(saved["optimizer"])
+    ts.scaler.load_state_dict(saved["scaler"])
+    ts.step, ts.seconds, ts.best = saved["step"], saved["seconds"], saved["best"]
+    ts.history = saved.get("history", [])
+    ts.sessions = saved.get("sessions", [])
+    ts.init_info = saved.get("init_info", {})
+    ts.gen.set_state(saved["generator"])
+    ts.order, ts.pos = saved["order"], saved["pos"]
+    torch.set_rng_state(saved["torch_rng"])
 
-    def training_meta() -> dict[str, Any]:
-        meta = {
-            "data": cfg.data,
-            "cache": str(cache_path),
-            "photos": len(data),
-            "command": cfg.command,
-            "steps": step,
-            "epochs": round(step / steps_per_epoch, 2),
-            "batch_size": cfg.batch_size,
-            "size": cfg.size,
-            "lr": cfg.lr,
-            "seed": cfg.seed,
-            "select": select,
-            "minutes": round(seconds / 60, 1),
-            "device": (
-                torch.cuda.get_device_name() if device.type == "cuda"
-                else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-            ),
-            "torch": torch.__version__,
-            "python": sys.version.split()[0],
-        }
-        if len(sessions) > 1:
-            meta["sessions"] = sessions
-        if init_info:
-            meta["init"] = init_info
-        return meta
 
-    def run_validation() -> None:
-        nonlocal best
-        res = validate(model, val, device) if val else {}  # no --val: nothing to measure
-        res = {**res, "step": step, "epoch": round(step / steps_per_epoch, 2)}
-        history.append(res)
-        # Best on the --select figure; without a validation set the latest weights are the best.
-        improved = not val or not best or _improves(res, best, select)
-        if improved:
-            best = res
-            save_weights(model, out, training=training_meta(), metrics={"val": cfg.val, **res})
-        cb.on_validate(step, res, improved)
+def save_checkpoint(ts: TrainState, setup: TrainSetup) -> None:
+    """Everything ``--resume`` needs, as plain data (see :func:`load_checkpoint`), atomically."""
+    _atomic_torch_save(
+        {
+            "arch": setup.cfg.model,
+            "model": ts.model.state_dict(),
+            "model_config": ts.model.config_dict(),
+            "optimizer": ts.opt.state_dict(),
+            "scaler": ts.scaler.state_dict(),
+            "step": ts.step,
+            "seconds": ts.seconds,
+            "best": ts.best,
+            "history": ts.history,
+            "generator": ts.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "order": ts.order,
+            "pos": ts.pos,
+            "config": dataclasses.asdict(setup.cfg),
+            "world_size": setup.dist.world_size,
+            "init_info": ts.init_info,
+            "sessions": ts.sessions,
+            "colorcli_version": __version__,
+        },
+        setup.ckpt_file,
+    )
 
-    total = total_steps_estimate()
-    cb.on_start(total, {"photos": len(data), "steps_per_epoch": steps_per_epoch,
-                        "params": count_parameters(model), "device": str(device), "step": step})
-    # seconds counts wall time inside this loop (steps, validation, checkpoints): the budget.
-    clock = time.monotonic()
-    last_ckpt = last_val = clock
-    p_floor = 0.0
-    snapshot: tuple[Any, ...] | None = None
 
-    def tick() -> float:
-        nonlocal seconds, clock
-        now = time.monotonic()
-        seconds += now - clock
-        clock = now
-        return now
+def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
+    """How the weights were trained, for their metadata."""
+    cfg, device = setup.cfg, setup.device
+    meta = {
+        "data": cfg.data,
+        "cache": str(setup.cache_path),
+        "photos": len(setup.data),
+        "command": cfg.command,
+        "steps": ts.step,
+        "epochs": round(ts.step / setup.steps_per_epoch, 2),
+        "batch_size": cfg.batch_size,
+        "world_size": setup.dist.world_size,
+        "global_batch_size": setup.global_batch,
+        "size": cfg.size,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "select": setup.select,
+        "minutes": round(ts.seconds / 60, 1),
+        "device": (
+            torch.cuda.get_device_name() if device.type == "cuda"
+            else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+        ),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
+    if len(ts.sessions) > 1:
+        meta["sessions"] = ts.sessions
+    if ts.init_info:
+        meta["init"] = ts.init_info
+    return meta
 
-    def train_step() -> tuple[float, bool]:
-        """One optimizer step on the next batch -> (loss, encoder frozen). Does not count it."""
-        nonlocal order, pos, p_floor
-        if order is None or pos >= steps_per_epoch:
-            order = torch.cat(list(iterate_batches(len(data), cfg.batch_size, generator=gen)))
-            pos = 0
-        idx = order[pos * cfg.batch_size : (pos + 1) * cfg.batch_size].numpy()
-        pos += 1
-        # Progress never goes back within a session: a larger re-estimate of the total
-        # would otherwise raise the learning rate again or re-freeze the encoder.
-        p = p_floor = max(p_floor, step / total)
-        frozen = _frozen(model, p, cfg)
-        lr = _lr_at(p, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_mult"]
-        rgb = augment_batch(data.images[np.sort(idx)], size=cfg.size, generator=gen).to(device)
-        rgb = rgb.contiguous(memory_format=torch.channels_last)
-        lab = color.rgb_to_lab(rgb)
-        batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
-        if hasattr(model, "encoder"):
-            model.encoder.requires_grad_(not frozen)
-            if frozen:
-                model.encoder.eval()  # BN statistics of the pretrained encoder stay put
-            else:
-                model.encoder.train()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            raw = model(batch["L"])
-            loss = model.loss(raw, batch)
-        if not torch.isfinite(loss):
-            raise TrainingError(_nan_message(f"loss became {loss.item()}", step + 1, ckpt_file))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        # With fp16 the scaler skips steps with inf gradients by design; in fp32 (no
-        # scaler) a non-finite gradient would write NaN into every weight.
-        if not scaler.is_enabled() and not torch.isfinite(grad_norm):
-            raise TrainingError(_nan_message("gradients became non-finite", step + 1, ckpt_file))
-        scaler.step(opt)
-        scaler.update()
-        return loss.item(), frozen
 
+def run_validation(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> None:
+    """Validate, record it, and write the weights if they are the best so far."""
+    res = validate(ts.model, setup.val, setup.device) if setup.val else {}  # no --val: nothing to measure
+    res = {**res, "step": ts.step, "epoch": round(ts.step / setup.steps_per_epoch, 2)}
+    ts.history.append(res)
+    # Best on the --select figure; without a validation set the latest weights are the best.
+    improved = not setup.val or not ts.best or _improves(res, ts.best, setup.select)
+    if improved:
+        ts.best = res
+        save_weights(ts.model, setup.out, training=training_meta(ts, setup),
+                     metrics={"val": setup.cfg.val, **res})
+    cb.on_validate(ts.step, res, improved)
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int, step: int, seconds: float) -> int:
+    """The run's length in steps from its budget, re-estimated from measured speed under ``minutes``."""
+    cands = []
+    if cfg.epochs is not None:
+        cands.append(max(1, int(cfg.epochs * steps_per_epoch)))
+    if cfg.minutes is not None and step > 20 and seconds > 30:
+        # Measured over everything the loop does (validation and checkpoints included),
+        # so the run ends near the wall-clock budget.
+        cands.append(max(step + 1, int(step / seconds * cfg.minutes * 60)))
+    if cfg.max_steps is not None:
+        cands.append(cfg.max_steps)
+    # Minutes only and no speed measured yet: a placeholder, refined every 20 steps.
+    return max(1, min(cands)) if cands else 10**9
+
+
+def next_batch(ts: TrainState, setup: TrainSetup) -> np.ndarray:
+    """Indices into the cache of the next global batch; a new epoch draws a new order. Every
+    process draws the same (one seed), so the data order is the same at any world size."""
+    bs = setup.global_batch
+    if ts.order is None or ts.pos >= setup.steps_per_epoch:
+        ts.order = torch.cat(list(iterate_batches(len(setup.data), bs, generator=ts.gen)))
+        ts.pos = 0
+    idx = ts.order[ts.pos * bs : (ts.pos + 1) * bs].numpy()
+    ts.pos += 1
+    return idx
+
+
+def _set_encoder_phase(model: ColorModel, frozen: bool) -> None:
+    encoder = model.pretrained_encoder()
+    if encoder is None:
+        return
+    encoder.requires_grad_(not frozen)
+    if frozen:
+        encoder.eval()  # BN statistics of the pretrained encoder stay put
+    else:
+        encoder.train()
+
+
+def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bool]:
+    """One optimizer step on the next batch -> (loss, encoder frozen). Does not count it."""
+    cfg, device, model = setup.cfg, setup.device, ts.model
+    idx = next_batch(ts, setup)
+    p = ts.p_floor = max(ts.p_floor, ts.step / total)
+    frozen = _frozen(model, p, cfg)
+    lr = _lr_at(p, cfg)
+    for g in ts.opt.param_groups:
+        g["lr"] = lr * g["lr_mult"]
+    # This process's rows of the global batch (all of it in a single process).
+    rank, b = setup.dist.rank, cfg.batch_size
+    keep = slice(rank * b, (rank + 1) * b) if setup.dist.enabled else None
+    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep).to(device)
+    rgb = rgb.contiguous(memory_format=torch.channels_last)
+    lab = color.rgb_to_lab(rgb)
+    batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
+    _set_encoder_phase(model, frozen)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        raw = ts.net(batch["L"])
+        loss = model.loss(raw, batch)
+    # The loss over the global batch: the mean of the processes' (a NaN anywhere makes it NaN,
+    # so every process stops at the same step, before a backward pass that would wait forever).
+    value = setup.dist.mean(loss.item())
+    if not math.isfinite(value):
+        raise TrainingError(_nan_message(f"loss became {value}", ts.step + 1, setup.ckpt_file))
+    ts.opt.zero_grad(set_to_none=True)
+    ts.scaler.scale(loss).backward()
+    ts.scaler.unscale_(ts.opt)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    # With fp16 the scaler skips steps with inf gradients by design; in fp32 (no scaler) a
+    # non-finite gradient would write NaN into every weight.
+    if not ts.scaler.is_enabled() and not torch.isfinite(grad_norm):
+        raise TrainingError(_nan_message("gradients became non-finite", ts.step + 1, setup.ckpt_file))
+    ts.scaler.step(ts.opt)
+    ts.scaler.update()
+    return value, frozen
+
+
+@contextlib.contextmanager
+def _sigint_requests_stop(ts: TrainState) -> Iterator[None]:
+    """In a distributed run, turn the first Ctrl-C into a request that the processes agree on
+    after the step (see :func:`train_loop`): each process may see it in a different step, and
+    one that stopped alone would leave the others waiting for it forever. A second Ctrl-C is
+    raised at once. Like :func:`_sigint_deferred`, only from the main thread."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if ts.stop_requested:
+            previous(signum, frame)
+        ts.stop_requested = True
+
+    signal.signal(signal.SIGINT, request)
     try:
-        while step < total:
-            if cfg.minutes is not None and seconds >= cfg.minutes * 60:
-                break
-            # What a step draws, to put back if a second Ctrl-C breaks into it (the first one
-            # waits for the step to finish, see _sigint_deferred).
-            snapshot = (gen.get_state(), torch.get_rng_state(), order, pos)
-            with _sigint_deferred():
-                loss, frozen = train_step()
-                step += 1
-                snapshot = None
-            now = tick()
-            cb.on_step(step, total, loss, "frozen encoder" if frozen else "full")
-            if step % 20 == 0:
-                total = total_steps_estimate()
-            if step < total and now - last_val >= cfg.val_every_minutes * 60:
-                run_validation()
-                last_val = tick()
-            if now - last_ckpt >= cfg.ckpt_every_minutes * 60:
-                save_checkpoint()
-                last_ckpt = tick()
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train_loop(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainResult:
+    """Steps until the budget is spent, validating and checkpointing on the clock; Ctrl-C
+    saves a checkpoint and returns. In a distributed run the processes agree before each step
+    whether to go on, and rank 0 alone validates and writes files."""
+    cfg, dist = setup.cfg, setup.dist
+    total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
+    cb.on_start(total, {"photos": len(setup.data), "steps_per_epoch": setup.steps_per_epoch,
+                        "params": count_parameters(ts.model), "device": str(setup.device), "step": ts.step,
+                        "world_size": dist.world_size})
+    ts.clock = time.monotonic()
+    last_ckpt = last_val = ts.clock
+    draws: tuple[Any, ...] | None = None
+    # One process: Ctrl-C waits for the step to end. Several: it waits for all to agree.
+    per_step = contextlib.nullcontext if dist.enabled else _sigint_deferred
+    try:
+        with _sigint_requests_stop(ts) if dist.enabled else contextlib.nullcontext():
+            while True:
+                done = ts.step >= total
+                spent = cfg.minutes is not None and ts.seconds >= cfg.minutes * 60
+                # The same answer everywhere (time and re-estimated totals differ a little).
+                done, spent, stop = dist.any(done, spent, ts.stop_requested)
+                if stop:
+                    raise KeyboardInterrupt
+                if done or spent:
+                    break
+                # What a step draws, to put back if a second Ctrl-C breaks into it (the first
+                # one waits for the step to finish, see _sigint_deferred).
+                draws = ts.draws()
+                with per_step():
+                    loss, frozen = train_step(ts, setup, total)
+                    ts.step += 1
+                    draws = None
+                now = ts.tick()
+                cb.on_step(ts.step, total, loss, "frozen encoder" if frozen else "full")
+                if ts.step % 20 == 0:
+                    total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
+                if dist.is_main and ts.step < total and now - last_val >= cfg.val_every_minutes * 60:
+                    run_validation(ts, setup, cb)
+                    last_val = ts.tick()
+                if dist.is_main and now - last_ckpt >= cfg.ckpt_every_minutes * 60:
+                    save_checkpoint(ts, setup)
+                    last_ckpt = ts.tick()
     except KeyboardInterrupt:
-        if snapshot is not None:
+        if draws is not None:
             # A second Ctrl-C broke into a step before it was counted: undo what can be undone
             # (data order, RNG) so resume repeats it. This checkpoint is close to, not exactly,
             # a step boundary (BatchNorm statistics of the forward pass, perhaps the update);
             # the first Ctrl-C, which waits for the step to end, gives an exact one.
-            gen.set_state(snapshot[0])
-            torch.set_rng_state(snapshot[1])
-            order, pos = snapshot[2], snapshot[3]
-        tick()
-        save_checkpoint()
-        cb.on_message(f"interrupted at step {step}: checkpoint saved to {ckpt_file}")
-        return TrainResult(step, step / steps_per_epoch, seconds, best,
-                           out if best and out.exists() else None, ckpt_file, interrupted=True)
-    if not history or history[-1]["step"] != step:  # a resumed, finished run: nothing new
-        run_validation()
-    tick()
-    save_checkpoint()
-    return TrainResult(step, step / steps_per_epoch, seconds, best, out, ckpt_file)
+            ts.put_back(draws)
+        else:
+            dist.sync_buffers(ts.model)
+        ts.tick()
+        if dist.is_main:
+            save_checkpoint(ts, setup)
+        cb.on_message(f"interrupted at step {ts.step}: checkpoint saved to {setup.ckpt_file}")
+        weights = setup.out if ts.best and setup.out.exists() else None
+        return TrainResult(ts.step, ts.step / setup.steps_per_epoch, ts.seconds, ts.best, weights,
+                           setup.ckpt_file, interrupted=True)
+    dist.sync_buffers(ts.model)
+    if dist.is_main:
+        if not ts.history or ts.history[-1]["step"] != ts.step:  # a resumed, finished run: nothing new
+            run_validation(ts, setup, cb)
+        ts.tick()
+        save_checkpoint(ts, setup)
+    dist.barrier()  # the files exist when any process returns
+    return TrainResult(ts.step, ts.step / setup.steps_per_epoch, ts.seconds, ts.best, setup.out, setup.ckpt_file)
+
+
+def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    """Train ``cfg.model``; write best weights to ``cfg.out`` and a checkpoint beside it.
+
+    Under ``torchrun`` each process trains its ``cfg.batch_size`` rows of every global batch
+    (see :mod:`colorcli.distributed`); rank 0 validates and writes the files.
+    """
+    from colorcli.pipeline import resolve_device
+
+    session_command = cfg.command
+    cfg, saved = read_resume(cfg)
+    with process_group(resolve_device(cfg.device)) as (dist, device):
+        cb = callbacks or TrainCallbacks()
+        if not dist.is_main:
+            cb = TrainCallbacks()  # one process reports
+        if saved is not None and saved.get("world_size", 1) != dist.world_size:
+            n = saved.get("world_size", 1)
+            raise TrainingError(
+                f"{cfg.resume}: was trained by {n} process{'es' if n != 1 else ''}; resume it with "
+                f"the same number (torchrun --nproc-per-node {n}), not {dist.world_size}"
+            )
+        torch.manual_seed(cfg.seed)  # before the model is built: its initial weights come from it
+        data, cache_path = load_data(cfg, saved, cb, dist)
+        val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val and dist.is_main else []
+        model, cfg, init_info = build_model(cfg, data, saved, cb)
+        setup = TrainSetup(cfg=cfg, device=device, data=data, cache_path=cache_path, val=val,
+                           out=Path(cfg.out), ckpt_file=checkpoint_path(Path(cfg.out)),
+                           select=cfg.select or "loss", dist=dist)
+        ts = new_state(model, setup, init_info)
+        if saved is not None:
+            restore_state(ts, saved)
+            cb.on_message(f"resumed from {cfg.resume} at step {ts.step} ({ts.seconds / 60:.1f} min trained)")
+        elif setup.ckpt_file.exists():
+            cb.on_message(f"{setup.ckpt_file} exists and will be replaced (use --resume to continue it)")
+        if session_command or saved is not None:
+            ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
+        return train_loop(ts, setup, cb)
 
 
 def _nan_message(what: str, step: int, ckpt_file: Path) -> str:

@@ -1,4 +1,8 @@
-"""``colorcli colorize``: files and folders in, colour images out.
+"""``colorcli colorize``: files and folders in, colour images (and films) out.
+
+Films (mp4, mov, m4v, avi, mkv, webm, animated GIF; told apart by content) go in the same batch
+and come out as ``NAME_color.mp4`` (``.mov`` and ``.mkv`` keep their container); a second bar
+counts their frames.
 
 stdout carries one line per output written (its path); the progress bar, notes, per-file
 failures and the summary go to stderr. Exit codes: 0 all done or skipped, 1 some file failed,
@@ -47,14 +51,20 @@ def colorize(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Threads reading and writing files beside inference (0: none).")] = 2,
     backend: Annotated[Literal["torch", "onnx"], typer.Option("--backend", help="Run the network with PyTorch, or with onnxruntime from a `colorcli export` file (no torch needed).")] = "torch",
     onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX file for --backend onnx (default: <model>.onnx in the weights folder).")] = None,
+    codec: Annotated[str, typer.Option("--codec", help="Films: FFmpeg video encoder (h264 = libx264, hevc, vp9, mpeg4, ...).")] = "libx264",
+    crf: Annotated[int | None, typer.Option("--crf", help="Films: constant rate factor, lower = better and bigger (x264: 0-51; default 18).")] = None,
+    start: Annotated[float, typer.Option("--start", min=0, help="Films: seconds to skip at the start.")] = 0.0,
+    duration: Annotated[float | None, typer.Option("--duration", help="Films: seconds to colorize from --start (default: to the end).")] = None,
+    temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="Films: keep colour steady from frame to frame (no flicker).")] = True,
     saturation: Annotated[float, typer.Option("--saturation", min=0.0, max=10.0, help="Colour strength: 0 gray, 1 as predicted, above 1 more vivid (kept in the sRGB gamut).")] = 1.0,
     reference: Annotated[Path | None, typer.Option("--reference", help="A photo whose colours steer the result, or a folder of them paired with the inputs by file stem.")] = None,
     reference_strength: ReferenceStrengthOption = 1.0,
     hint: HintOption = None,
     hints: HintsFileOption = None,
 ) -> None:
-    """Colorize black-and-white photos at their full resolution."""
+    """Colorize black-and-white photos and films at their full resolution."""
     from colorcli.batch import plan_jobs, prepare_out_dir, run_jobs
+    from colorcli.video import FilmSettings
 
     if bit_depth == "16" and fmt == "jpg":
         print_line("error", "bold red", "--bit-depth 16 needs PNG or TIFF outputs; JPEG is 8-bit only")
@@ -69,6 +79,9 @@ def colorize(
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
+        film = FilmSettings(codec=codec, crf=crf, start=start, duration=duration, temporal=temporal)
+        if any(job.film for job in plan.jobs):
+            film.check()
         if backend == "onnx":
             from colorcli.onnx_runtime import OnnxColorizer
 
@@ -86,11 +99,20 @@ def colorize(
     if plan.previous_outputs:
         print_line("note", "cyan", f"{len(plan.previous_outputs)} file(s) named like outputs of other inputs "
                    f"(e.g. {plan.previous_outputs[0]}) were not taken as inputs")
-    columns = (TextColumn("colorize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     # On a terminal a live bar; in a log or a pipe only the lines below.
     with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
         task = progress.add_task("colorize", total=len(plan.jobs))
+        frames_task = None
+
+        def on_frames(job, done, total):
+            nonlocal frames_task
+            if frames_task is None:
+                frames_task = progress.add_task("frames", total=total)
+            if done == 1:
+                progress.reset(frames_task, total=total)
+            progress.update(frames_task, completed=done, total=total)
 
         def on_event(job, status, detail):
             if status == "failed":
@@ -104,6 +126,7 @@ def colorize(
         with user_errors():
             result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
                               bit_depth=bit_depth, workers=workers, on_event=on_event,
+                              film=film, on_frames=on_frames,
                               steering=steering.for_photo if steering else None)
     failed = len(result.failed) + len(plan.failed)
     summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"

@@ -5,8 +5,22 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
+
+from colorcli import color
+
+# What every model feeds its network: L (B, 1, H, W) in [0, 100] mapped to [-1, 1]. Written into
+# the weights metadata (``ColorModel.normalisation``) so that another runtime can feed it too.
+INPUT_NORMALISATION: dict[str, Any] = {
+    "input": "(L / 100 - 0.5) / 0.5, in [-1, 1]", "L_norm": color.L_NORM, "L_shift": 0.5, "L_scale": 0.5,
+}
+
+
+def normalise_l(L: torch.Tensor) -> torch.Tensor:
+    """L ``(B, 1, H, W)`` in [0, 100] -> the network input in [-1, 1] (``INPUT_NORMALISATION``)."""
+    return (L / color.L_NORM - 0.5) / 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +67,34 @@ class ColorModel(nn.Module):
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    def prepare_targets(self, prior_counts: Any) -> None:  # pragma: no cover - default no-op
-        """Classification models set their class-rebalancing prior from training data."""
+    def target_normalisation(self) -> dict[str, Any]:
+        """What the network's raw output is trained towards (e.g. ``ab / 128``), for the metadata."""
+        raise NotImplementedError
+
+    def normalisation(self) -> dict[str, Any]:
+        """The input and target normalisation this model really computes (weights metadata)."""
+        return {**INPUT_NORMALISATION, "chroma_space": self.chroma_space, **self.target_normalisation()}
+
+    # The training interface: what the trainer may ask of a model, beside forward and loss.
+
+    def prepare_targets(self, bin_counts: np.ndarray) -> None:
+        """Set up what the loss needs from the training data before training starts.
+
+        ``bin_counts`` ``(Q,)``: how often each ab bin of ``color.gamut_bins()`` occurs in the
+        training cache. Classification models set their class-rebalancing prior from it; the
+        default does nothing.
+        """
+
+    def image_encoder(self) -> nn.Module | None:
+        """The image encoder (the part an ImageNet start initialises), or None. The trainer gives
+        its parameters their own optimizer group, pretrained or not, so a checkpoint's optimizer
+        layout does not depend on how the run started."""
+        return None
+
+    def pretrained_encoder(self) -> nn.Module | None:
+        """The encoder that starts from pretrained weights, or None: the trainer freezes it for
+        the first part of training and then trains it at a lower learning rate."""
+        return self.image_encoder() if self.config.pretrained else None
 
 
 def effective_temperature(model: ColorModel, temperature: float | None) -> float | None:

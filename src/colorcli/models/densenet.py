@@ -23,7 +23,7 @@ from torch import nn
 
 from colorcli import color
 from colorcli.errors import ColorcliError, WeightsError
-from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.base import ColorModel, ModelConfig, normalise_l
 from colorcli.models.layers import UpBlock
 from colorcli.models.registry import register_model
 
@@ -162,7 +162,7 @@ class DenseNetColor(ColorModel):
         self.head = nn.Conv2d(cin, 2, 1)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / color.L_NORM - 0.5) / 0.5
+        x = normalise_l(L)
         feats = self.encoder(x)
         y = feats[-1]
         for stage, skip in zip(self.decoder, reversed(feats[:-1])):
@@ -179,6 +179,12 @@ class DenseNetColor(ColorModel):
 
     def decode_info(self) -> dict[str, Any]:
         return {"kind": "regression", "scale": color.AB_NORM, "offset": 0.0, "stride": 2}
+
+    def target_normalisation(self) -> dict[str, Any]:
+        return {"target": f"ab / {color.AB_NORM:g}", "ab_norm": color.AB_NORM}
+
+    def image_encoder(self) -> nn.Module:
+        return self.encoder
 
 
 def _densenet(arch: str, **kwargs: Any) -> DenseNetColor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from colorcli import color
 from colorcli.errors import ColorcliError, WeightsError
-from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.base import ColorModel, ModelConfig, normalise_l
 from colorcli.models.registry import register_model
 
 
@@ -95,7 +95,7 @@ class FusionNet(ColorModel):
         self.head = nn.Conv2d(c(32), 2, 3, padding=1)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / color.L_NORM - 0.5) / 0.5
+        x = normalise_l(L)
         s = self.config.global_size
         xg = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
         gvec = self.global_fc(self.global_convs(self.low(xg)))  # (B, g)
@@ -120,6 +120,9 @@ class FusionNet(ColorModel):
         # chroma = raw * scale + offset, i.e. (sigmoid * 2 - 1) * AB_NORM.
         return {"kind": "regression", "scale": 2 * color.AB_NORM, "offset": -color.AB_NORM,
                 "stride": 2, "activation": "sigmoid"}
+
+    def target_normalisation(self) -> dict[str, Any]:
+        return {"target": f"(ab / {color.AB_NORM:g} + 1) / 2 (sigmoid output)", "ab_norm": color.AB_NORM}
 
 
 def _fusion(arch: str, **kwargs: Any) -> FusionNet:

@@ -21,7 +21,7 @@ from torch import nn
 
 from colorcli import color
 from colorcli.errors import ColorcliError
-from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.base import ColorModel, ModelConfig, normalise_l
 from colorcli.models.effnet import EfficientNetLite0Encoder, load_pretrained_lite0
 from colorcli.models.layers import conv_bn
 from colorcli.models.registry import register_model
@@ -71,7 +71,7 @@ class Luv50(ColorModel):
         )
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / color.L_NORM - 0.5) / 0.5
+        x = normalise_l(L)
         feats = self.encoder(x)
         size = feats[HYPERCOLUMN_FEATURES[0]].shape[-2:]
         cols = [
@@ -125,6 +125,14 @@ class Luv50(ColorModel):
             "temperature": self.config.temperature,
             "stride": 4,
         }
+
+    def target_normalisation(self) -> dict[str, Any]:
+        return {"target": f"u and v each quantised into {self.config.bins} bins over "
+                          f"[-{self.config.span:g}, {self.config.span:g}] (annealed-mean decoding)",
+                "uv_span": self.config.span, "bins": self.config.bins}
+
+    def image_encoder(self) -> nn.Module:
+        return self.encoder
 
 
 def _luv50(arch: str, **kwargs: Any) -> Luv50:

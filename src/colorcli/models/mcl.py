@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colorcli import color
-from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.base import ColorModel, ModelConfig, normalise_l
 from colorcli.models.effnet import EfficientNetLite0Encoder, load_pretrained_lite0
 from colorcli.models.layers import UpBlock
 from colorcli.models.registry import register_model
@@ -72,13 +72,20 @@ class ColorNet(ColorModel):
             self.register_buffer("class_weights", torch.ones(q))
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / color.L_NORM - 0.5) / 0.5
+        x = normalise_l(L)
         _, f4, f8, f16, f32 = self.encoder(x)
         y = self.bottleneck(f32)
         y = self.up16(y, f16)
         y = self.up8(y, f8)
         y = self.up4(y, f4)
         return self.head(y)
+
+    def image_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def prepare_targets(self, bin_counts: np.ndarray) -> None:
+        """The class-rebalancing prior comes from the training data's ab-bin counts."""
+        self.set_prior(bin_counts)
 
     def set_prior(self, counts: np.ndarray) -> None:
         """Set the class-rebalancing prior from ab-bin counts over the training data."""
@@ -117,6 +124,13 @@ class ColorNet(ColorModel):
                 "stride": 4,
             }
         return {"kind": "regression", "scale": color.AB_NORM, "stride": 4}
+
+    def target_normalisation(self) -> dict[str, Any]:
+        if self.config.head == "bins":
+            return {"target": f"ab soft-encoded over {len(self.centres)} bins of side {color.AB_GRID:g} "
+                              f"(annealed-mean decoding); reg_weight term on ab / {color.AB_NORM:g}",
+                    "ab_norm": color.AB_NORM}
+        return {"target": f"ab / {color.AB_NORM:g}", "ab_norm": color.AB_NORM}
 
 
 def rebalanced_cross_entropy(

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colorcli import color
 from colorcli.errors import ColorcliError, WeightsError
-from colorcli.models.base import ColorModel, ModelConfig
+from colorcli.models.base import ColorModel, ModelConfig, normalise_l
 from colorcli.models.registry import register_model
 
 LOSSES = ("l1", "l2")
@@ -99,7 +98,7 @@ class UNet(ColorModel):
         self.head = nn.Conv2d(widths[0], 2, 1)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        x = (L / color.L_NORM - 0.5) / 0.5
+        x = normalise_l(L)
         skips = []
         for i, level in enumerate(self.down):
             if i:
@@ -123,6 +122,9 @@ class UNet(ColorModel):
     def decode_info(self) -> dict[str, Any]:
         return {"kind": "regression", "scale": self.config.ab_scale, "offset": 0.0, "stride": 1,
                 "activation": "tanh"}
+
+    def target_normalisation(self) -> dict[str, Any]:
+        return {"target": f"ab / {self.config.ab_scale:g} (tanh output)", "ab_norm": self.config.ab_scale}
 
 
 def _unet(arch: str, **kwargs: Any) -> UNet:
