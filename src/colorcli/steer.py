@@ -401,8 +401,8 @@ def gamut_factor(L: np.ndarray, chroma: np.ndarray, lo: float, hi: float, *, spa
 
     from colorcli import color
 
-    Lt = torch.from_numpy(np.ascontiguousarray(L, dtype=np.float32))[None, None]
-    ct = torch.from_numpy(np.ascontiguousarray(chroma, dtype=np.float32))[None]
+    Lt = torch.from_numpy(np.array(L, dtype=np.float32))[None, None]  # copies: inputs may be read-only views
+    ct = torch.from_numpy(np.array(chroma, dtype=np.float32))[None]
 
     def ok(k: torch.Tensor) -> torch.Tensor:
         return color.in_gamut(torch.cat([Lt, ct * k], dim=1), space=space, tol=-GAMUT_MARGIN)[0, 0]
