@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError
+from colorcli.errors import ColorcliError, ImageWriteError, SteeringError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
 from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
@@ -58,6 +58,8 @@ class ColorizerSpec:
     temperature: float | None = None
     tta: bool = True
     refine: bool = True
+    saturation: float = 1.0
+    reference_strength: float = 1.0
 
     def load(self, *, device: str | None = None) -> Colorizer | OnnxColorizer:
         """The colorizer, on ``device`` if given (else :attr:`device`); :class:`ColorcliError`
@@ -67,13 +69,15 @@ class ColorizerSpec:
             from colorcli.onnx_runtime import OnnxColorizer
 
             return OnnxColorizer.from_name(self.model, onnx=self.onnx, device=device, size=self.size,
-                                           temperature=self.temperature, tta=self.tta, refine=self.refine)
+                                           temperature=self.temperature, tta=self.tta, refine=self.refine,
+                                           saturation=self.saturation, reference_strength=self.reference_strength)
         if self.backend != "torch":
             raise ColorcliError(f"unknown backend {self.backend!r}; use torch or onnx")
         from colorcli.pipeline import Colorizer  # imports torch
 
         return Colorizer.from_name(self.model, weights=self.weights, device=device, size=self.size,
-                                   temperature=self.temperature, tta=self.tta, refine=self.refine)
+                                   temperature=self.temperature, tta=self.tta, refine=self.refine,
+                                   saturation=self.saturation, reference_strength=self.reference_strength)
 
 
 @dataclass(frozen=True)
@@ -323,6 +327,7 @@ def process_job(
     bit_depth: str = "auto",
     film: FilmSettings | None = None,
     on_frames: FramesCallback | None = None,
+    steering: Callable[[Path], dict] | None = None,
 ) -> tuple[str, str | None]:
     """Everything for one photo (or film): skip rule, read, colorize, atomic write.
 
@@ -338,7 +343,9 @@ def process_job(
         return _process_film(job, colorizer, overwrite=overwrite, film=film, on_frames=on_frames)
     try:
         photo = read_photo(job.source)
-        rgb = colorizer.colorize_rgb(photo.rgb)
+        rgb = colorizer.colorize_rgb(photo.rgb, **(steering(job.source) if steering else {}))
+    except SteeringError as exc:  # says what is wrong with a hint, not which photo
+        return "failed", f"{job.source}: {exc}"
     except ColorcliError as exc:
         return "failed", str(exc)
     except _out_of_memory_errors():
@@ -382,12 +389,12 @@ class _OneAtATime:
         self._lock = threading.Lock()
         self.stop = threading.Event()
 
-    def colorize_rgb(self, rgb):
+    def colorize_rgb(self, rgb, **steering):
         with self._lock:
             if self.stop.is_set():
                 raise _Stopped
             try:
-                return self._colorizer.colorize_rgb(rgb)
+                return self._colorizer.colorize_rgb(rgb, **steering)
             except KeyboardInterrupt:  # raised in this thread: no other photo starts after it
                 self.stop.set()
                 raise
@@ -404,6 +411,7 @@ def run_jobs(
     on_event: EventCallback | None = None,
     film: FilmSettings | None = None,
     on_frames: FramesCallback | None = None,
+    steering: Callable[[Path], dict] | None = None,
 ) -> BatchResult:
     """Colorize each job with :func:`process_job`; a bad file is recorded and the rest still get done.
 
@@ -412,7 +420,8 @@ def run_jobs(
     photos are held decoded at once, which bounds memory. Events come in the order of ``jobs``
     (skipped ones first). On Ctrl-C, photos not yet in the network are dropped, those past it
     are still written (atomically), and the result comes back with ``interrupted`` set instead
-    of the exception.
+    of the exception. ``steering(source)`` gives the hints and reference of each photo
+    (:class:`colorcli.steer.BatchSteering`; photos only).
 
     Film jobs are colorized in the calling thread with ``film`` settings (default
     :class:`colorcli.video.FilmSettings`), reporting frames through ``on_frames``; an interrupted
@@ -432,7 +441,7 @@ def run_jobs(
             record(job, "skipped", None)
         else:
             todo.append(job)
-    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth)
+    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth, steering=steering)
     film_options = dict(film=film, on_frames=on_frames)
 
     if workers <= 0:

@@ -29,3 +29,7 @@ class WeightsError(ColorcliError):
 
 class TrainingError(ColorcliError):
     """Training cannot go on (no data, NaN loss, bad resume checkpoint)."""
+
+
+class SteeringError(ColorcliError):
+    """A colour hint, hints file or reference photo cannot be used (malformed, outside the photo)."""

@@ -234,7 +234,11 @@ class OnnxColorizer:
         threads: int | None = None,
         tta: bool = True,
         refine: bool = True,
+        saturation: float = 1.0,
+        reference_strength: float = 1.0,
     ) -> None:
+        from colorcli import steer
+
         path = Path(path)
         if not path.is_file():
             raise WeightsError(f"{path}: ONNX file not found")
@@ -257,6 +261,8 @@ class OnnxColorizer:
         self._graphs: dict[str, Any] = {}
         self.tta = tta
         self.refine = refine
+        self.saturation = steer.check_saturation(saturation)
+        self.reference_strength = steer.check_strength(reference_strength)
 
     @classmethod
     def from_name(
@@ -269,6 +275,8 @@ class OnnxColorizer:
         temperature: float | None = None,
         tta: bool = True,
         refine: bool = True,
+        saturation: float = 1.0,
+        reference_strength: float = 1.0,
     ) -> OnnxColorizer:
         """Model ``name`` from ``onnx`` (default: ``<name>.onnx`` in the weights folders)."""
         if onnx is None:
@@ -279,7 +287,8 @@ class OnnxColorizer:
                     f"{', '.join(str(d) for d in weights_dirs())}); make one with "
                     f"`colorcli export --model {name} -o weights/{name}.onnx` or pass --onnx FILE"
                 )
-        colorizer = cls(onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine)
+        colorizer = cls(onnx, device=device, size=size, temperature=temperature, tta=tta, refine=refine,
+                        saturation=saturation, reference_strength=reference_strength)
         if colorizer.info.model != name:
             raise WeightsError(f"{onnx}: holds model {colorizer.info.model!r}, not {name!r}")
         return colorizer
@@ -307,13 +316,26 @@ class OnnxColorizer:
     def _predict(self, L: np.ndarray) -> np.ndarray:
         return _run(self.session, {INPUT_NAME: np.ascontiguousarray(L, dtype=np.float32)})
 
-    def chroma_for(self, L_net: np.ndarray) -> np.ndarray:
+    def chroma_for(self, L_net: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
         """Network view ``(1, 1, h, w)`` -> what :meth:`recombine` takes: chroma, or with
-        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L."""
+        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L.
+        Steering as in :meth:`colorcli.pipeline.Colorizer.chroma_for`, except that a reference
+        always takes the mean/spread transfer (the graph decodes the bins itself)."""
+        from colorcli import steer
+
         chroma = self.predict_chroma(L_net)
-        if not self.refine:
-            return chroma
-        return refine.guided_coefficients(L_net[0, 0], chroma[0])[None]
+        steered = reference is not None and self.reference_strength > 0
+        if steered:
+            chroma = steer.transfer_stats(chroma[0], reference, space=self.chroma_space,
+                                          strength=self.reference_strength)[None]
+        if hints:
+            steered = True
+            chroma = steer.spread_hints(chroma[0], L_net[0, 0], hints, space=self.chroma_space)[None]
+        if self.refine:
+            chroma = refine.guided_coefficients(L_net[0, 0], chroma[0])[None]
+        if self.saturation != 1.0 or steered:
+            chroma = steer.saturate(chroma[0], L_net[0, 0], self.saturation, space=self.chroma_space)[None]
+        return chroma
 
     def network_input(self, L: np.ndarray) -> np.ndarray:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased bilinear)."""
@@ -352,13 +374,18 @@ class OnnxColorizer:
             out[r0:r1] = _run(graph, {"L": band_l, "chroma": up})
         return out
 
-    def colorize_l(self, L: np.ndarray) -> np.ndarray:
-        """L float ``(H, W)`` in [0, 100] -> sRGB float32 ``(H, W, 3)`` of the same size."""
-        return self.recombine(L, self.chroma_for(self.network_input(L)))
+    def colorize_l(self, L: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
+        """L float ``(H, W)`` in [0, 100] -> sRGB float32 ``(H, W, 3)`` of the same size;
+        ``hints`` and ``reference`` as in :meth:`colorcli.pipeline.Colorizer.colorize_l`."""
+        from colorcli import steer
 
-    def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        placed = steer.place_hints(steer.as_hints(hints), L.shape[1], L.shape[0]) if hints else None
+        chroma = self.chroma_for(self.network_input(L), hints=placed, reference=steer.as_reference(reference))
+        return self.recombine(L, chroma)
+
+    def colorize_rgb(self, rgb: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
         """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""
-        return self.colorize_l(self.rgb_to_l(rgb))
+        return self.colorize_l(self.rgb_to_l(rgb), hints=hints, reference=reference)
 
 
 __all__ = [

@@ -13,6 +13,7 @@ photo's edges instead of bleeding across them.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorcli import color, refine
+from colorcli import color, refine, steer
 from colorcli.errors import ColorcliError
 from colorcli.models import ColorModel
 from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
@@ -133,6 +134,8 @@ class Colorizer:
         default_size: int | None = None,
         tta: bool = True,
         refine: bool = True,
+        saturation: float = 1.0,
+        reference_strength: float = steer.DEFAULT_REFERENCE_STRENGTH,
     ) -> None:
         if model is None and backend is None:
             raise ValueError("need a model or a backend")
@@ -141,10 +144,18 @@ class Colorizer:
         self.temperature = temperature
         self.tta = tta
         self.refine = refine
+        self.saturation = steer.check_saturation(saturation)
+        self.reference_strength = steer.check_strength(reference_strength)
+        # Steering hook: bin models take a reference as a prior on their bin logits (see
+        # ``_predict``); every other model and backend gets the mean/spread transfer.
+        self._bin_centres: torch.Tensor | None = None
         if model is not None:
             model.to(self.device).eval()
             self.chroma_space = model.chroma_space
             self.size = size if size is not None else model.config.default_size
+            info = model.decode_info()
+            if info.get("kind") == "annealed_mean":
+                self._bin_centres = torch.tensor(info["centres"], dtype=torch.float32)
         else:
             self.chroma_space = chroma_space or "lab"
             self.size = size if size is not None else (default_size or 224)
@@ -162,25 +173,38 @@ class Colorizer:
         temperature: float | None = None,
         tta: bool = True,
         refine: bool = True,
+        saturation: float = 1.0,
+        reference_strength: float = steer.DEFAULT_REFERENCE_STRENGTH,
     ) -> Colorizer:
         """Load model ``name`` from ``weights`` (default: its shipped file)."""
         from colorcli.weights import load_named
 
         model = load_named(name, weights)
         return cls(model, device=resolve_device(device), size=size, temperature=temperature,
-                   tta=tta, refine=refine)
+                   tta=tta, refine=refine, saturation=saturation, reference_strength=reference_strength)
+
+    def with_steering(self, *, saturation: float | None = None, reference_strength: float | None = None) -> Colorizer:
+        """The same model and settings with another saturation or reference strength (shares
+        the model: no copy of the weights)."""
+        other = copy.copy(self)
+        if saturation is not None:
+            other.saturation = steer.check_saturation(saturation)
+        if reference_strength is not None:
+            other.reference_strength = steer.check_strength(reference_strength)
+        return other
 
     @torch.inference_mode()
-    def predict_chroma(self, L: torch.Tensor) -> torch.Tensor:
+    def predict_chroma(self, L: torch.Tensor, *, reference: steer.Reference | None = None) -> torch.Tensor:
         """L ``(B, 1, h, w)`` at network size -> chroma ``(B, 2, h', w')`` on the CPU; with
-        ``tta`` the mean of the chroma of L and (mirrored back) of its mirror image."""
+        ``tta`` the mean of the chroma of L and (mirrored back) of its mirror image. A
+        ``reference`` re-weights the bin distribution of bin models before decoding."""
         if not self.tta:
-            return self._predict(L)
+            return self._predict(L, reference)
         b = L.shape[0]
-        both = self._predict(torch.cat([L, L.flip(-1)]))
+        both = self._predict(torch.cat([L, L.flip(-1)]), reference)
         return (both[:b] + both[b:].flip(-1)) / 2
 
-    def _predict(self, L: torch.Tensor) -> torch.Tensor:
+    def _predict(self, L: torch.Tensor, reference: steer.Reference | None = None) -> torch.Tensor:
         if self._backend is not None:
             return self._backend(L)
         L = L.to(self.device)
@@ -189,7 +213,17 @@ class Colorizer:
                 raw = self.model(L)
         else:
             raw = self.model(L)
-        return self.model.decode(raw.float(), temperature=self.temperature).float().cpu()
+        raw = raw.float()
+        if self._prior_applies(reference):
+            # Steering hook (colorcli.steer): logits + s * log r(q) = log(p(q) * r(q)^s), the
+            # network's distribution times the reference's, then the usual annealed mean.
+            prior = reference.log_prior(self._bin_centres.numpy())
+            raw = raw + self.reference_strength * torch.from_numpy(prior).to(raw).view(1, -1, 1, 1)
+        return self.model.decode(raw, temperature=self.temperature).float().cpu()
+
+    def _prior_applies(self, reference: steer.Reference | None) -> bool:
+        return (reference is not None and self._bin_centres is not None and self._backend is None
+                and self.reference_strength > 0)
 
     def network_input(self, L: np.ndarray) -> torch.Tensor:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased)."""
@@ -197,19 +231,47 @@ class Colorizer:
         t = torch.from_numpy(np.ascontiguousarray(L))[None, None]
         return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
-    def chroma_for(self, L_net: torch.Tensor) -> torch.Tensor:
+    def chroma_for(
+        self,
+        L_net: torch.Tensor,
+        *,
+        hints: list[steer.PlacedHint] | None = None,
+        reference: steer.Reference | None = None,
+    ) -> torch.Tensor:
         """Network view ``(1, 1, h, w)`` -> what :func:`recombine` takes: chroma, or with
-        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L."""
-        chroma = self.predict_chroma(L_net)
-        if not self.refine:
-            return chroma
-        coef = refine.guided_coefficients(L_net[0, 0].numpy(), chroma[0].numpy())
-        return torch.from_numpy(coef)[None]
+        ``refine`` the guided-filter coefficients ``(1, 4, h, w)`` for the full-size L.
 
-    def colorize_l(self, L: np.ndarray) -> np.ndarray:
-        """L float ``(H, W)`` in [0, 100] -> sRGB float ``(H, W, 3)`` of the same size."""
-        return recombine(L, self.chroma_for(self.network_input(L)), space=self.chroma_space)
+        Steering (:mod:`colorcli.steer`): a ``reference`` (prior on the bins, else mean/spread
+        transfer), ``hints`` placed on the photo (:func:`colorcli.steer.place_hints`) spread
+        over the network view before the refinement, and the ``saturation`` setting last."""
+        chroma = self.predict_chroma(L_net, reference=reference)
+        L_view = L_net[0, 0].numpy()
+        # Steering hooks: chroma-level changes before the refinement keeps them on the edges.
+        steered = reference is not None and self.reference_strength > 0
+        if steered and not self._prior_applies(reference):
+            chroma = torch.from_numpy(steer.transfer_stats(
+                chroma[0].numpy(), reference, space=self.chroma_space, strength=self.reference_strength))[None]
+        if hints:
+            steered = True
+            chroma = torch.from_numpy(steer.spread_hints(chroma[0].numpy(), L_view, hints, space=self.chroma_space))[None]
+        if self.refine:
+            chroma = torch.from_numpy(refine.guided_coefficients(L_view, chroma[0].numpy()))[None]
+        if self.saturation != 1.0 or steered:
+            chroma = torch.from_numpy(steer.saturate(chroma[0].numpy(), L_view, self.saturation, space=self.chroma_space))[None]
+        return chroma
 
-    def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
-        """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""
-        return self.colorize_l(rgb_to_l(rgb))
+    def colorize_l(self, L: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
+        """L float ``(H, W)`` in [0, 100] -> sRGB float ``(H, W, 3)`` of the same size.
+
+        ``hints``: ``"X,Y=#RRGGBB"`` strings or :class:`colorcli.steer.Hint` objects (pixels of
+        this photo, or fractions); ``reference``: a photo whose colours steer the result (an sRGB
+        array ``(H, W, 3)``, a path, or a :class:`colorcli.steer.Reference` to reuse across
+        photos). A hint outside the photo raises :class:`colorcli.errors.SteeringError`."""
+        placed = steer.place_hints(steer.as_hints(hints), L.shape[1], L.shape[0]) if hints else None
+        chroma = self.chroma_for(self.network_input(L), hints=placed, reference=steer.as_reference(reference))
+        return recombine(L, chroma, space=self.chroma_space)
+
+    def colorize_rgb(self, rgb: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
+        """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone;
+        ``hints`` and ``reference`` as in :meth:`colorize_l`."""
+        return self.colorize_l(rgb_to_l(rgb), hints=hints, reference=reference)

@@ -17,7 +17,18 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import (
+    HintOption,
+    HintsFileOption,
+    ReferenceStrengthOption,
+    RefineOption,
+    TtaOption,
+    err,
+    out,
+    print_line,
+    safe_text,
+    user_errors,
+)
 from colorcli.errors import ColorcliError
 
 
@@ -49,6 +60,11 @@ def colorize(
     address: Annotated[str | None, typer.Option("--address", help="Ray: auto (the cluster running here) or HOST:PORT of the head (default: start Ray on this machine, or RAY_ADDRESS).")] = None,
     cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", help="Ray: CPUs each actor reserves, and its torch threads [default: 1].")] = None,
     gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", help="Ray: GPUs each actor reserves (0: run on CPU) [default: 0].")] = None,
+    saturation: Annotated[float, typer.Option("--saturation", min=0.0, max=10.0, help="Colour strength: 0 gray, 1 as predicted, above 1 more vivid (kept in the sRGB gamut).")] = 1.0,
+    reference: Annotated[Path | None, typer.Option("--reference", help="A photo whose colours steer the result, or a folder of them paired with the inputs by file stem.")] = None,
+    reference_strength: ReferenceStrengthOption = 1.0,
+    hint: HintOption = None,
+    hints: HintsFileOption = None,
 ) -> None:
     """Colorize black-and-white photos and films at their full resolution."""
     from colorcli.batch import ColorizerSpec, plan_jobs, prepare_out_dir, run_jobs
@@ -67,9 +83,17 @@ def colorize(
         print_line("error", "bold red", "--codec, --crf, --start, --duration and --no-temporal are for films, "
                    "which --engine ray does not colorize; use the local engine")
         raise typer.Exit(2)
+    if engine == "ray" and (hint or hints or reference):
+        print_line("error", "bold red", "--hint, --hints and --reference are not available with --engine ray yet; "
+                   "use the local engine")
+        raise typer.Exit(2)
     spec = ColorizerSpec(model=model, backend=backend, weights=weights, onnx=onnx, device=device, size=size,
-                         temperature=temperature, tta=tta, refine=refine)
+                         temperature=temperature, tta=tta, refine=refine, saturation=saturation,
+                         reference_strength=reference_strength)
     with user_errors():
+        from colorcli.steer import BatchSteering
+
+        steering = BatchSteering(hints=hint, hints_file=hints, reference=reference)
         plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive)
         if not plan.jobs and not plan.failed:
             raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
@@ -122,7 +146,8 @@ def colorize(
             else:
                 result = run_jobs(colorizer, plan.jobs, overwrite=overwrite, quality=quality,
                                   bit_depth=bit_depth, workers=workers, on_event=on_event,
-                                  film=film, on_frames=on_frames)
+                                  film=film, on_frames=on_frames,
+                                  steering=steering.for_photo if steering else None)
     failed = len(result.failed) + len(plan.failed)
     summary = f"done {len(result.done)}, skipped {len(result.skipped)}, failed {failed}"
     if result.skipped:
