@@ -58,13 +58,13 @@ def test_no_two_modules_import_each_other():
 
 @pytest.mark.parametrize(("module", "floor"), [
     # Each module of the inference path may import only what is below it.
-    ("colorcli.inference.settings", {"colorcli.errors", "colorcli.sizing"}),
+    ("colorcli.inference.settings", {"colorcli.errors", "colorcli.sizing", "colorcli.steer"}),
     ("colorcli.inference.render", {"colorcli.color", "colorcli.sizing"}),
     ("colorcli.inference.backends", {"colorcli.bounds", "colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.models",
                                      "colorcli.models.base", "colorcli.weights"}),
     ("colorcli.inference.colorizer", {"colorcli.errors", "colorcli.sizing", "colorcli.paths", "colorcli.inference",
                                       "colorcli.inference.render", "colorcli.inference.backends",
-                                      "colorcli.inference.settings"}),
+                                      "colorcli.inference.settings", "colorcli.steer"}),
     ("colorcli.color", set()),
     ("colorcli.paths", set()),
     ("colorcli.sizing", {"colorcli.errors"}),

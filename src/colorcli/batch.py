@@ -4,11 +4,15 @@ The library half of ``colorcli colorize``; the CLI adds the progress bar and the
 
 A batch is planned first (:func:`plan_jobs`): folders are walked (symlink loops are visited
 once), every input gets one output name, and inputs whose output would replace an input or
-another job's output fail right there. :func:`run_jobs` then colorizes: a small thread pool
-decodes the next photos and encodes finished ones while the main thread runs the network, so
-IO overlaps inference. Films (told from photos by their content, :func:`colorcli.video.sniff_film`)
-are colorized one at a time in the calling thread, streamed frame by frame. One bad file is recorded with its one-line reason and the rest still get
-done; Ctrl-C stops cleanly, keeping every finished output and never a partial one.
+another job's output fail right there. :func:`run_jobs` then colorizes: each photo goes
+through :func:`process_job` (skip rule, read, colorize, atomic write) in a small thread pool,
+one thread at a time in the network, so IO overlaps inference. Films (told from photos by their
+content, :func:`colorcli.video.sniff_film`) go through :func:`process_job` too, one at a time in
+the calling thread, streamed frame by frame. One bad file is recorded with its one-line reason
+and the rest still get done; Ctrl-C stops cleanly, keeping every finished output and never a
+partial one. The Ray engine (:mod:`colorcli.engines.ray_engine`) runs the same
+:func:`process_job` in its actors, with the colorizer each one builds from a
+:class:`ColorizerSpec`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError, InferenceError
+from colorcli.errors import ColorcliError, ImageWriteError, InferenceError, SteeringError
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
 from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
@@ -33,6 +38,39 @@ if TYPE_CHECKING:
 FORMATS = ("png", "jpg", "same")
 BIT_DEPTHS = ("8", "16", "auto")
 DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class ColorizerSpec:
+    """How to build the colorizer: one place for the CLI, and for each worker of an engine.
+
+    Plain values only, so it can be sent to other processes and machines, where
+    :meth:`load` builds the colorizer once (``weights`` and ``onnx`` must be readable there).
+    """
+
+    model: str = "mcl"
+    backend: str = "auto"  # "auto", "torch" or "onnx" (see colorcli.inference.make_backend)
+    weights: Path | None = None
+    onnx: Path | None = None
+    device: str = "auto"
+    size: int | None = None
+    temperature: float | None = None
+    tta: bool = True
+    refine: bool = True
+    saturation: float = 1.0
+    reference_strength: float = 1.0
+
+    def load(self, *, device: str | None = None) -> Colorizer:
+        """The colorizer, on ``device`` if given (else :attr:`device`); :class:`ColorcliError`
+        for an unknown model or a missing or bad weights file."""
+        from colorcli.inference import Colorizer, InferenceSettings
+
+        settings = InferenceSettings(size=self.size, temperature=self.temperature, tta=self.tta, refine=self.refine,
+                                     device=device or self.device, saturation=self.saturation,
+                                     reference_strength=self.reference_strength)
+        backend = "onnx" if self.onnx is not None else self.backend
+        return Colorizer.from_name(self.model, weights=self.onnx if self.onnx is not None else self.weights,
+                                   backend=backend, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -63,6 +101,15 @@ class BatchResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     interrupted: bool = False
     not_started: list[Path] = field(default_factory=list)
+
+    def record(self, job: Job, status: str, detail: str | None) -> None:
+        """Count one job's outcome, as :func:`process_job` returns it."""
+        if status == "done":
+            self.done.append(job.target)
+        elif status == "skipped":
+            self.skipped.append(job.source)
+        else:
+            self.failed.append((job.source, detail or str(job.source)))
 
 
 # on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
@@ -231,21 +278,6 @@ def prepare_out_dir(out_dir: Path) -> None:
 # running
 
 
-class _InlineExecutor:
-    """An executor that runs each call at once in the calling thread (``workers=0``)."""
-
-    def submit(self, fn: Callable, *args, **kwargs) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # noqa: BLE001 - delivered through the future, as a pool would
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pass
-
-
 def _output_depth(bit_depth: str, photo: Photo) -> int:
     if bit_depth == "auto":
         return photo.bit_depth
@@ -266,6 +298,101 @@ def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
     return (MemoryError,) if torch is None else (MemoryError, torch.cuda.OutOfMemoryError)
 
 
+def is_finished(job: Job, *, overwrite: bool) -> bool:
+    """The skip rule: a job whose output exists is done, unless ``overwrite``."""
+    return not overwrite and os.path.lexists(job.target)
+
+
+def check_output_options(*, quality: int, bit_depth: str) -> None:
+    """:class:`ColorcliError` for a ``quality`` or ``bit_depth`` no writer accepts."""
+    if bit_depth not in BIT_DEPTHS:
+        raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
+    if not 1 <= quality <= 100:
+        raise ColorcliError(f"--quality must be between 1 and 100, got {quality}")
+
+
+def process_job(
+    job: Job,
+    colorizer: Colorizer,
+    *,
+    overwrite: bool = False,
+    quality: int = 95,
+    bit_depth: str = "auto",
+    film: FilmSettings | None = None,
+    on_frames: FramesCallback | None = None,
+    steering: Callable[[Path], dict] | None = None,
+) -> tuple[str, str | None]:
+    """Everything for one photo (or film): skip rule, read, colorize, atomic write.
+
+    Returns ``(status, detail)`` as :data:`EventCallback` gets them: ``("done", notes or
+    None)``, ``("skipped", None)`` or ``("failed", one-line reason)``. Every engine (the local
+    one, each Ray actor) runs each photo through here, so they follow the same rules. An output
+    that appears while the photo is being colorized (another run finished it) is skipped, never
+    replaced without ``overwrite``.
+    """
+    if is_finished(job, overwrite=overwrite):
+        return "skipped", None
+    if job.film:
+        return _process_film(job, colorizer, overwrite=overwrite, film=film, on_frames=on_frames)
+    try:
+        photo = read_photo(job.source)
+        rgb = colorizer.colorize_rgb(photo.rgb, **(steering(job.source) if steering else {}))
+    except (SteeringError, InferenceError) as exc:  # says what is wrong, not which photo
+        return "failed", f"{job.source}: {exc}"
+    except ColorcliError as exc:
+        return "failed", str(exc)
+    except _out_of_memory_errors():
+        return "failed", f"{job.source}: out of memory (try a smaller --size or --device cpu)"
+    try:
+        notes = _write(job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)
+    except ColorcliError as exc:
+        if is_finished(job, overwrite=overwrite):
+            return "skipped", None
+        return "failed", f"{job.source}: output {exc}"  # the message names the output file
+    except MemoryError:
+        return "failed", f"{job.source}: out of memory while writing {job.target}"
+    return "done", "; ".join(notes) or None
+
+
+def _process_film(job: Job, colorizer, *, overwrite: bool, film: FilmSettings | None,
+                  on_frames: FramesCallback | None) -> tuple[str, str | None]:
+    def frames(done: int, total: int | None) -> None:
+        if on_frames:
+            on_frames(job, done, total)
+
+    try:
+        notes = colorize_film(colorizer, job.source, job.target, settings=film or FilmSettings(),
+                              overwrite=overwrite, on_frame=frames)
+    except ColorcliError as exc:
+        return "failed", str(exc)
+    except _out_of_memory_errors():
+        return "failed", f"{job.source}: out of memory (try a smaller --size or --device cpu)"
+    return "done", "; ".join(notes) or None
+
+
+class _Stopped(Exception):
+    """Raised in a worker thread that reaches the network after Ctrl-C: the job never started."""
+
+
+class _OneAtATime:
+    """The colorizer behind a lock: one photo in the network while other threads read and write."""
+
+    def __init__(self, colorizer: Colorizer) -> None:
+        self._colorizer = colorizer
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def colorize_rgb(self, rgb, **steering):
+        with self._lock:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return self._colorizer.colorize_rgb(rgb, **steering)
+            except KeyboardInterrupt:  # raised in this thread: no other photo starts after it
+                self.stop.set()
+                raise
+
+
 def run_jobs(
     colorizer: Colorizer,
     jobs: list[Job],
@@ -277,128 +404,102 @@ def run_jobs(
     on_event: EventCallback | None = None,
     film: FilmSettings | None = None,
     on_frames: FramesCallback | None = None,
+    steering: Callable[[Path], dict] | None = None,
 ) -> BatchResult:
-    """Colorize each job; a bad file is recorded and the rest still get done.
+    """Colorize each job with :func:`process_job`; a bad file is recorded and the rest still get done.
 
-    Existing outputs are skipped unless ``overwrite``. ``workers`` threads read ahead and write
-    behind the network (0: everything in the calling thread); at most ``workers`` photos wait
-    decoded and ``workers`` wait to be written, which bounds memory. On Ctrl-C, reads not yet
-    used are dropped, outputs already computed are still written (atomically), and the result
-    comes back with ``interrupted`` set instead of the exception.
+    Existing outputs are skipped unless ``overwrite``. ``workers`` threads read and write while
+    one more runs the network (0: everything in the calling thread); at most ``workers + 1``
+    photos are held decoded at once, which bounds memory. Events come in the order of ``jobs``
+    (skipped ones first). On Ctrl-C, photos not yet in the network are dropped, those past it
+    are still written (atomically), and the result comes back with ``interrupted`` set instead
+    of the exception. ``steering(source)`` gives the hints and reference of each photo
+    (:class:`colorcli.steer.BatchSteering`; photos only).
 
     Film jobs are colorized in the calling thread with ``film`` settings (default
     :class:`colorcli.video.FilmSettings`), reporting frames through ``on_frames``; an interrupted
     film leaves no output and counts as not started.
     """
-    if bit_depth not in BIT_DEPTHS:
-        raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
-    if not 1 <= quality <= 100:
-        raise ColorcliError(f"--quality must be between 1 and 100, got {quality}")
+    check_output_options(quality=quality, bit_depth=bit_depth)
     res = BatchResult()
 
-    def emit(job: Job, status: str, detail: str | None) -> None:
+    def record(job: Job, status: str, detail: str | None) -> None:
+        res.record(job, status, detail)
         if on_event:
             on_event(job, status, detail)
 
-    def fail(job: Job, msg: str) -> None:
-        res.failed.append((job.source, msg))
-        emit(job, "failed", msg)
-
     todo: list[Job] = []
     for job in jobs:
-        if not overwrite and os.path.lexists(job.target):
-            res.skipped.append(job.source)
-            emit(job, "skipped", None)
+        if is_finished(job, overwrite=overwrite):
+            record(job, "skipped", None)
         else:
             todo.append(job)
+    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth, steering=steering)
+    film_options = dict(film=film, on_frames=on_frames)
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="colorcli-io") if workers > 0 else _InlineExecutor()
-    depth = max(1, workers)
-    reads: deque[tuple[Job, Future]] = deque()
-    writes: deque[tuple[Job, Future]] = deque()
-    queue = iter(todo)
-    current: tuple[Job, Future] | None = None  # the photo in the network when Ctrl-C comes
-
-    def read_next() -> None:
-        job = next(queue, None)
-        if job is not None:
-            reads.append((job, None if job.film else pool.submit(read_photo, job.source)))
-
-    def finish_writes(*, keep: int) -> None:
-        """Collect finished writes in order, waiting while more than ``keep`` are in flight."""
-        while writes and (len(writes) > keep or writes[0][1].done()):
-            job, fut = writes.popleft()
-            try:
-                notes = fut.result()
-            except ColorcliError as exc:
-                fail(job, f"{job.source}: output {exc}")  # the message names the output file
-            except MemoryError:
-                fail(job, f"{job.source}: out of memory while writing {job.target}")
-            else:
-                res.done.append(job.target)
-                emit(job, "done", "; ".join(notes) or None)
-
-    def run_film(job: Job) -> None:
-        def frames(done: int, total: int | None) -> None:
-            if on_frames:
-                on_frames(job, done, total)
-
+    if workers <= 0:
+        i = 0
         try:
-            notes = colorize_film(colorizer, job.source, job.target, settings=film or FilmSettings(),
-                                  overwrite=overwrite, on_frame=frames)
-        except ColorcliError as exc:
-            fail(job, str(exc))
-        except _out_of_memory_errors():
-            fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
-        else:
-            res.done.append(job.target)
-            emit(job, "done", "; ".join(notes) or None)
+            while i < len(todo):
+                record(todo[i], *process_job(todo[i], colorizer, **options, **film_options))
+                i += 1
+        except KeyboardInterrupt:
+            res.interrupted = True
+            res.not_started.extend(j.source for j in todo[i:])
+        return res
+
+    network = _OneAtATime(colorizer)
+    pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="colorcli-job")
+    pending: deque[tuple[Job, Future]] = deque()
+    next_job = 0
+    inline: Job | None = None  # the film running in this thread when Ctrl-C comes
+
+    def collect(fut: Future, job: Job) -> None:
+        try:
+            outcome = fut.result()
+        except _Stopped:
+            res.not_started.append(job.source)
+            return
+        except KeyboardInterrupt:  # raised in the worker's network call, as Ctrl-C in this one would
+            res.not_started.append(job.source)
+            raise
+        record(job, *outcome)
 
     try:
-        for _ in range(depth):
-            read_next()
-        while reads:
-            job, fut = current = reads.popleft()
-            read_next()
-            if fut is None:
-                finish_writes(keep=0)  # outputs stay in input order; photos leave memory first
-                run_film(job)
-                current = None
-                continue
-            try:
-                photo = fut.result()
-                rgb = colorizer.colorize_rgb(photo.rgb)
-            except InferenceError as exc:
-                current = None
-                fail(job, f"{job.source}: {exc}")
-            except ColorcliError as exc:
-                current = None
-                fail(job, str(exc))
-            except _out_of_memory_errors():
-                current = None
-                fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
-            else:
-                writes.append((job, pool.submit(
-                    _write, job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)))
-                current = None
-                del photo, rgb  # the write task holds them now; free them as soon as it is done
-            finish_writes(keep=depth)
-        finish_writes(keep=0)
+        while next_job < len(todo) or pending:
+            # Twice the threads queued, so a thread never waits for the main one to hand it work.
+            while next_job < len(todo) and len(pending) < 2 * (workers + 1) and not todo[next_job].film:
+                job = todo[next_job]
+                pending.append((job, pool.submit(process_job, job, network, **options)))
+                next_job += 1
+            if pending:
+                job, fut = pending[0]
+                wait([fut])  # still in ``pending`` if Ctrl-C comes while waiting
+                pending.popleft()
+                collect(fut, job)
+            else:  # a film: the photos before it are finished, so outputs stay in input order
+                inline = todo[next_job]
+                next_job += 1
+                record(inline, *process_job(inline, colorizer, **options, **film_options))
+                inline = None
     except KeyboardInterrupt:
         res.interrupted = True
-        for job, fut in ([current] if current else []) + list(reads):
-            if fut is not None:
-                fut.cancel()
-            res.not_started.append(job.source)
-        res.not_started.extend(j.source for j in queue)
-        # Outputs already computed are finished: each write is atomic and takes moments.
-        finish_writes(keep=0)
+        network.stop.set()
+        if inline is not None:
+            res.not_started.append(inline.source)
+        for job, fut in pending:
+            if fut.cancel():
+                res.not_started.append(job.source)
+            else:
+                collect(fut, job)  # in the network or writing: finished, atomically
+        res.not_started.extend(j.source for j in todo[next_job:])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return res
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "FORMATS", "FramesCallback", "Job", "Plan", "collect_inputs", "output_path",
-    "plan_jobs", "prepare_out_dir", "run_jobs",
+    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "FramesCallback", "Job", "Plan",
+    "check_output_options", "collect_inputs", "is_finished", "output_path", "plan_jobs", "prepare_out_dir",
+    "process_job", "run_jobs",
 ]

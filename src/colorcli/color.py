@@ -102,16 +102,19 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
-@_channels_first
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """Lab ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+def _lab_to_xyz(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
     fy = (L + 16) / 116
     fx = a / 500 + fy
     fz = (fy - b / 200).clamp(min=0.0)  # scikit-image clips negative z too
     f = torch.cat([fx, fy, fz], dim=1)
-    xyz = torch.where(f**3 > _EPS, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
-    return _xyz_to_rgb(xyz)
+    return torch.where(f**3 > _EPS, f**3, (f - 16 / 116) / _KAPPA) * _white(lab)
+
+
+@_channels_first
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+    return _xyz_to_rgb(_lab_to_xyz(lab))
 
 
 def _uv_prime(xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,9 +140,7 @@ def rgb_to_luv(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([L, 13 * L * (up - u0), 13 * L * (vp - v0)], dim=1)
 
 
-@_channels_first
-def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
-    """CIELUV ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+def _luv_to_xyz(luv: torch.Tensor) -> torch.Tensor:
     L, u, v = luv[:, 0:1], luv[:, 1:2], luv[:, 2:3]
     y = torch.where(L > 7.999625, ((L + 16) / 116) ** 3, L / _LUV_KAPPA) * _WHITE[1]
     u0, v0 = _white_uv(luv)
@@ -151,8 +152,22 @@ def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
     x = -(c / b + 3 * z)
     xyz = torch.cat([x, y, z], dim=1)
     # Black (L = 0) has no chroma; avoid the 0/0 above turning into NaN.
-    xyz = torch.where(L > 0, xyz, torch.zeros_like(xyz))
-    return _xyz_to_rgb(xyz)
+    return torch.where(L > 0, xyz, torch.zeros_like(xyz))
+
+
+@_channels_first
+def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
+    """CIELUV ``(B, 3, H, W)`` -> sRGB in [0, 1] (out-of-gamut colours are clipped)."""
+    return _xyz_to_rgb(_luv_to_xyz(luv))
+
+
+def in_gamut(x: torch.Tensor, *, space: str = "lab", tol: float = 1e-3) -> torch.Tensor:
+    """Lab (``space="lab"``) or CIELUV ``(B, 3, H, W)`` -> bool ``(B, 1, H, W)``: True where the
+    colour is inside the sRGB cube (linear RGB within ``[-tol, 1 + tol]``), i.e. where
+    :func:`lab_to_rgb` / :func:`luv_to_rgb` would not clip it."""
+    xyz = _lab_to_xyz(x) if space == "lab" else _luv_to_xyz(x)
+    lin = torch.einsum("ij,bjhw->bihw", _matrix(x.device, x.dtype, inverse=True), xyz)
+    return ((lin >= -tol) & (lin <= 1 + tol)).all(dim=1, keepdim=True)
 
 
 @_channels_first
@@ -406,6 +421,7 @@ __all__ = [
     "gray_l_levels",
     "gray_lab_to_rgb",
     "hsv_saturation",
+    "in_gamut",
     "lab_to_rgb",
     "lab_to_rgb_np",
     "luv_to_rgb",

@@ -33,3 +33,7 @@ class TrainingError(ColorcliError):
 
 class InferenceError(ColorcliError):
     """Colorizing cannot be done as asked (no backend, non-finite network output)."""
+
+
+class SteeringError(ColorcliError):
+    """A colour hint, hints file or reference photo cannot be used (malformed, outside the photo)."""

@@ -21,6 +21,11 @@ err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: stderr
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average each photo's colours with those of its mirror image (2 network runs).")]
 RefineOption = Annotated[bool, typer.Option("--refine/--no-refine", help="Edge-aware refinement: colour follows the edges of the full-resolution photo (guided filter).")]
 
+# Steering (see colorcli.steer), shared by colorize and compare.
+HintOption = Annotated[list[str] | None, typer.Option("--hint", help="X,Y=#RRGGBB: this colour at this point, spreading over its region (repeatable). X,Y in pixels of the photo, or fractions such as 0.4,0.7.")]
+HintsFileOption = Annotated[Path | None, typer.Option("--hints", help='JSON file of hints per photo: {"photo.jpg": ["X,Y=#RRGGBB", ...]} (by file name or stem).')]
+ReferenceStrengthOption = Annotated[float, typer.Option("--reference-strength", min=0.0, max=10.0, help="How strongly the reference steers (0: not at all; 1: default).")]
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -14,7 +14,18 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import (
+    HintOption,
+    HintsFileOption,
+    ReferenceStrengthOption,
+    RefineOption,
+    TtaOption,
+    err,
+    out,
+    print_line,
+    safe_text,
+    user_errors,
+)
 from colorcli.errors import ColorcliError
 
 
@@ -32,6 +43,11 @@ def compare(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing sheet.")] = False,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the networks run.")] = "auto",
+    saturation: Annotated[list[float] | None, typer.Option("--saturation", min=0.0, max=10.0, help="Colour strength (repeatable: one column per value; 0 gray, 1 as predicted).")] = None,
+    reference: Annotated[list[str] | None, typer.Option("--reference", help="A photo whose colours steer the result (repeatable: one column each; 'none': without).")] = None,
+    reference_strength: ReferenceStrengthOption = 1.0,
+    hint: HintOption = None,
+    hints: HintsFileOption = None,
 ) -> None:
     """Write a before/after sheet: each photo as it is, then colorized by each model."""
     from colorcli.batch import collect_inputs
@@ -49,8 +65,10 @@ def compare(
             raise ColorcliError(f"{output}: the sheet must be a .png or .jpg file")
         named = parse_named(weights or [], "--weights")
         names = _model_names(model, named)
-        settings = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
-        colorizers = {n: Colorizer.from_name(n, weights=named.get(n), settings=settings) for n in names}
+        settings = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device,
+                                     reference_strength=reference_strength)
+        base = {n: Colorizer.from_name(n, weights=named.get(n), settings=settings) for n in names}
+        colorizers, variants = _variants(base, saturation, reference, hint, hints)
         found, failed = collect_inputs(inputs, recursive=recursive)
         found = found[:limit] if limit else found
         if not found and not failed:
@@ -71,12 +89,19 @@ def compare(
                 print_line("failed", "red", str(exc), console=progress.console)
                 progress.advance(task)
                 continue
-            rows.append((safe_text(path.name), _cells(photo.rgb, colorizers, cell)))
+            try:
+                cells = _cells(photo.rgb, colorizers, cell, variants, path)
+            except ColorcliError as exc:  # a hint outside this photo
+                failed.append((path, f"{path}: {exc}"))
+                print_line("failed", "red", f"{path}: {exc}", console=progress.console)
+                progress.advance(task)
+                continue
+            rows.append((safe_text(path.name), cells))
             progress.advance(task)
     if not rows:
         print_line("error", "bold red", "no photo could be read; no sheet written")
         raise typer.Exit(1)
-    sheet = comparison_sheet(["input", *names], rows, cell=cell)
+    sheet = comparison_sheet(["input", *colorizers], rows, cell=cell)
     with user_errors():
         buf = io.BytesIO()
         if output.suffix.lower() == ".png":
@@ -106,7 +131,31 @@ def _model_names(model: list[str] | None, named: dict[str, Path]) -> list[str]:
     return list(dict.fromkeys(names))  # keep order, drop repeats
 
 
-def _cells(rgb, colorizers: dict, cell: int) -> list:
+def _variants(base: dict, saturation, reference, hint, hints_file):
+    """One column per model and steering setting: every ``--saturation`` x every
+    ``--reference`` (or 'none') x without and with the hints (when hints are given).
+    Returns ``{label: colorizer}`` and ``{label: (reference or None, use hints)}``."""
+    from colorcli.steer import BatchSteering, Reference
+
+    steering = BatchSteering(hints=hint, hints_file=hints_file)
+    refs: list[tuple[str, Reference | None]] = []
+    for r in reference or ["none"]:
+        refs.append(("", None) if r.lower() == "none" else (f" ref={Path(r).stem}", Reference.from_file(Path(r))))
+    sats = saturation or [None]
+    hint_sets = [False, True] if steering else [False]
+    colorizers, variants = {}, {}
+    for n, col in base.items():
+        for s in sats:
+            c = col if s is None else col.with_steering(saturation=s)
+            for ref_label, ref in refs:
+                for use_hints in hint_sets:
+                    label = n + ("" if s is None else f" sat {s:g}") + ref_label + (" hints" if use_hints else "")
+                    colorizers[label] = c
+                    variants[label] = (ref, steering if use_hints else None)
+    return colorizers, variants
+
+
+def _cells(rgb, colorizers: dict, cell: int, variants: dict | None = None, path: Path | None = None) -> list:
     """The input and each colorization, no larger than ``cell`` on the long side. The networks
     see the full photo (as ``colorize`` does); only the recombination happens at sheet size,
     through each colorizer's own path."""
@@ -126,9 +175,15 @@ def _cells(rgb, colorizers: dict, cell: int) -> list:
     cells = [to_uint8(np.clip(np.stack([shrink(rgb[..., c]) for c in range(3)], axis=-1), 0, 1))]
     if not colorizers:
         return cells
-    first = next(iter(colorizers.values()))
-    L = first.rgb_to_l(rgb)
+    L = next(iter(colorizers.values())).rgb_to_l(rgb)
     L_small = shrink(L)
-    for col in colorizers.values():
-        cells.append(to_uint8(col.recombine(L_small, col.chroma_for(col.network_input(L)))))
+    from colorcli import steer
+
+    for label, col in colorizers.items():
+        ref, steering = (variants or {}).get(label, (None, None))
+        placed = None
+        if steering is not None:
+            placed = steer.place_hints(steering.for_photo(path)["hints"] or [], L.shape[1], L.shape[0])
+        chroma = col.chroma_for(col.network_input(L), hints=placed, reference=ref)
+        cells.append(to_uint8(col.recombine(L_small, chroma)))
     return cells

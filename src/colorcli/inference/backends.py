@@ -98,6 +98,10 @@ class TorchBackend:
         self.temperature = effective_temperature(model, temperature)
         path = getattr(model, "weights_path", None)
         self.source = str(path) if path is not None else f"{model.arch} (in memory)"
+        info = model.decode_info()
+        # Bin centres of annealed-mean models: a reference photo steers them as a prior on the
+        # bin logits (colorcli.steer); None for every other model.
+        self.bin_centres = np.asarray(info["centres"], np.float32) if info.get("kind") == "annealed_mean" else None
 
     @classmethod
     def from_name(cls, name: str, weights: Path | None = None, *, device: str = "auto",
@@ -106,7 +110,9 @@ class TorchBackend:
 
         return cls(load_named(name, weights), device=device, temperature=temperature)
 
-    def predict(self, L: np.ndarray) -> np.ndarray:
+    def predict(self, L: np.ndarray, *, log_prior: np.ndarray | None = None) -> np.ndarray:
+        """As every backend; ``log_prior`` ``(Q,)`` is added to the bin logits before decoding
+        (``logits + log r = log(p * r)``: the network's distribution times the prior's)."""
         import torch
 
         check_input(L)
@@ -117,7 +123,10 @@ class TorchBackend:
                     raw = self.model(x)
             else:
                 raw = self.model(x)
-            out = self.model.decode(raw.float(), temperature=self.temperature)
+            raw = raw.float()
+            if log_prior is not None:
+                raw = raw + torch.from_numpy(np.asarray(log_prior, np.float32)).to(raw).view(1, -1, 1, 1)
+            out = self.model.decode(raw, temperature=self.temperature)
             return out.float().cpu().numpy()
 
 

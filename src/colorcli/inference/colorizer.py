@@ -106,29 +106,65 @@ class Colorizer:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased)."""
         return render.network_view(L, self.size)
 
-    def predict_chroma(self, L: np.ndarray) -> np.ndarray:
+    def with_steering(self, *, saturation: float | None = None,
+                      reference_strength: float | None = None) -> Colorizer:
+        """The same backend (no copy of the weights) with another saturation or reference strength."""
+        changes = {k: v for k, v in (("saturation", saturation), ("reference_strength", reference_strength))
+                   if v is not None}
+        return Colorizer(self.backend, self.settings.replace(**changes))
+
+    def _prior_applies(self, reference) -> bool:
+        return (reference is not None and getattr(self.backend, "bin_centres", None) is not None
+                and self.settings.reference_strength > 0)
+
+    def predict_chroma(self, L: np.ndarray, *, reference=None) -> np.ndarray:
         """L ``(B, 1, h, w)`` at network size -> chroma ``(B, 2, h', w')`` float32; with ``tta``
         the mean of the chroma of L and (mirrored back) of its mirror image (one batch of two).
-        Non-finite output is an :class:`InferenceError`."""
+        A ``reference`` (:class:`colorcli.steer.Reference`) re-weights the bins of bin models
+        on the torch backend before decoding. Non-finite output is an :class:`InferenceError`."""
         L = np.asarray(L, dtype=np.float32)
+        kw = {}
+        if self._prior_applies(reference):
+            prior = reference.log_prior(self.backend.bin_centres)
+            kw["log_prior"] = self.settings.reference_strength * np.asarray(prior, np.float32)
         if self.tta:
             b = L.shape[0]
-            both = self.backend.predict(np.concatenate([L, L[..., ::-1]]))
+            both = self.backend.predict(np.concatenate([L, L[..., ::-1]]), **kw)
             chroma = (both[:b] + both[b:, ..., ::-1]) / np.float32(2)
         else:
-            chroma = self.backend.predict(L)
+            chroma = self.backend.predict(L, **kw)
         chroma = np.asarray(chroma, dtype=np.float32)
         if not np.isfinite(chroma).all():
             raise InferenceError(f"the network ({self.backend.source}) gave non-finite colours; nothing written")
         return chroma
 
-    def chroma_for(self, L_net: np.ndarray) -> Chroma | Coefficients:
+    def chroma_for(self, L_net: np.ndarray, *, hints=None, reference=None) -> Chroma | Coefficients:
         """Network view ``(1, 1, h, w)`` -> what :meth:`recombine` takes: chroma, or with
-        ``refine`` the guided-filter coefficients for the full-size L."""
-        chroma = Chroma(self.predict_chroma(L_net)[0])
-        if not self.refine:
-            return chroma
-        return render.guided_coefficients(L_net[0, 0], chroma)
+        ``refine`` the guided-filter coefficients for the full-size L.
+
+        Steering (:mod:`colorcli.steer`): a ``reference`` (prior on the bins, else mean/spread
+        transfer), ``hints`` placed on the photo (:func:`colorcli.steer.place_hints`) spread over
+        the network view before the refinement, and the ``saturation`` setting last."""
+        chroma = self.predict_chroma(L_net, reference=reference)[0]
+        L_view = L_net[0, 0]
+        steered = reference is not None and self.settings.reference_strength > 0
+        if steered or hints or self.settings.saturation != 1.0:
+            from colorcli import steer
+
+            if steered and not self._prior_applies(reference):
+                chroma = steer.transfer_stats(chroma, reference, space=self.chroma_space,
+                                              strength=self.settings.reference_strength)
+            if hints:
+                steered = True
+                chroma = steer.spread_hints(chroma, L_view, hints, space=self.chroma_space)
+        out: Chroma | Coefficients = Chroma(np.ascontiguousarray(chroma, dtype=np.float32))
+        if self.refine:
+            out = render.guided_coefficients(L_view, out)
+        if self.settings.saturation != 1.0 or steered:
+            from colorcli import steer
+
+            out = type(out)(steer.saturate(out.values, L_view, self.settings.saturation, space=self.chroma_space))
+        return out
 
     def recombine(self, L: np.ndarray, chroma: Chroma | Coefficients) -> np.ndarray:
         """Original L ``(H, W)`` + chroma or coefficients -> sRGB float32 ``(H, W, 3)``."""
@@ -138,10 +174,22 @@ class Colorizer:
         """sRGB float ``(H, W, 3)`` -> L float32 ``(H, W)`` in [0, 100]."""
         return render.rgb_to_l(rgb, threads=self.threads)
 
-    def colorize_l(self, L: np.ndarray) -> np.ndarray:
-        """L float ``(H, W)`` in [0, 100] -> sRGB float32 ``(H, W, 3)`` of the same size."""
-        return self.recombine(L, self.chroma_for(self.network_input(L)))
+    def colorize_l(self, L: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
+        """L float ``(H, W)`` in [0, 100] -> sRGB float32 ``(H, W, 3)`` of the same size.
 
-    def colorize_rgb(self, rgb: np.ndarray) -> np.ndarray:
-        """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone."""
-        return self.colorize_l(self.rgb_to_l(rgb))
+        ``hints``: ``"X,Y=#RRGGBB"`` strings or :class:`colorcli.steer.Hint` objects (pixels of
+        this photo, or fractions); ``reference``: a photo whose colours steer the result (an sRGB
+        array, a path, or a :class:`colorcli.steer.Reference`). A hint outside the photo raises
+        :class:`colorcli.errors.SteeringError`."""
+        placed = ref = None
+        if hints or reference is not None:
+            from colorcli import steer
+
+            placed = steer.place_hints(steer.as_hints(hints), L.shape[1], L.shape[0]) if hints else None
+            ref = steer.as_reference(reference)
+        return self.recombine(L, self.chroma_for(self.network_input(L), hints=placed, reference=ref))
+
+    def colorize_rgb(self, rgb: np.ndarray, *, hints=None, reference=None) -> np.ndarray:
+        """Any sRGB float ``(H, W, 3)`` (colour or gray) -> recolorized from its L alone;
+        ``hints`` and ``reference`` as in :meth:`colorize_l`."""
+        return self.colorize_l(self.rgb_to_l(rgb), hints=hints, reference=reference)

@@ -23,6 +23,9 @@ class InferenceSettings:
     - ``refine``: edge-aware refinement (guided filter on the full-resolution L).
     - ``device``: ``auto``, ``cpu`` or ``cuda``.
     - ``threads``: CPU threads for the network and the full-resolution steps (None: all cores).
+    - ``saturation``: chroma scale after the network, kept inside the sRGB gamut (1: as is).
+    - ``reference_strength``: how strongly a reference photo steers the colours (see
+      :mod:`colorcli.steer`).
     """
 
     size: int | None = None
@@ -31,6 +34,8 @@ class InferenceSettings:
     refine: bool = True
     device: str = "auto"
     threads: int | None = None
+    saturation: float = 1.0
+    reference_strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size is not None:
@@ -41,6 +46,11 @@ class InferenceSettings:
             raise ColorcliError(f"unknown device {self.device!r}; use auto, cpu or cuda")
         if self.threads is not None and self.threads < 1:
             raise ColorcliError(f"--threads must be at least 1, got {self.threads}")
+        if self.saturation != 1.0 or self.reference_strength != 1.0:
+            from colorcli import steer
+
+            steer.check_saturation(self.saturation)
+            steer.check_strength(self.reference_strength)
 
     def replace(self, **changes) -> InferenceSettings:
         """A copy with ``changes`` (validated again)."""
