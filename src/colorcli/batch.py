@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError
+from colorcli.errors import ColorcliError, ImageWriteError, OutputExistsError
+from colorcli.files import clean_stale_parts
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
 
 if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
 FORMATS = ("png", "jpg", "same")
 BIT_DEPTHS = ("8", "16", "auto")
 DEFAULT_WORKERS = 2
+OTHER_RUN = "finished meanwhile by another run"
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ class BatchResult:
     not_started: list[Path] = field(default_factory=list)
 
 
-# on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
-# "failed" (detail: the one-line reason). Always called from the calling thread.
+# on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" (detail:
+# None, or OTHER_RUN when the output appeared while this run was working) or "failed" (detail:
+# the one-line reason). Always called from the calling thread.
 EventCallback = Callable[[Job, str, "str | None"], None]
 
 
@@ -73,20 +76,22 @@ EventCallback = Callable[[Job, str, "str | None"], None]
 
 
 def collect_inputs(
-    inputs: Iterable[Path], *, recursive: bool = False
+    inputs: Iterable[Path], *, recursive: bool = False, exclude: Path | None = None
 ) -> tuple[list[tuple[Path, Path, bool]], list[tuple[Path, str]]]:
     """Expand files and folders into ``(file, base folder, found in a folder)`` triples.
 
     Folders give their files with an image suffix, sorted, hidden ones left out; sub-folders
-    only with ``recursive``. Named files are taken whatever their suffix (the reader judges
+    only with ``recursive``, never the sub-folder ``exclude`` (the output folder: earlier
+    results are not inputs). Named files are taken whatever their suffix (the reader judges
     them). Missing inputs and unreadable folders come back as ``(path, reason)`` errors.
     """
     found: list[tuple[Path, Path, bool]] = []
     errors: list[tuple[Path, str]] = []
+    skip = _real(exclude) if exclude is not None else None
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found.extend((p, item, True) for p in _walk(item, recursive, errors))
+            found.extend((p, item, True) for p in _walk(item, recursive, errors, skip))
         elif os.path.lexists(item):
             found.append((item, item.parent, False))
         else:
@@ -94,8 +99,9 @@ def collect_inputs(
     return found, errors
 
 
-def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list[Path]:
-    """Image files under ``folder``; each real folder is visited once, so symlink loops end."""
+def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]], skip: str | None = None) -> list[Path]:
+    """Image files under ``folder``; each real folder is visited once, so symlink loops end.
+    The sub-folder whose real path is ``skip`` is not entered."""
     files: list[Path] = []
     visited: set[tuple[int, int]] = set()
     stack = [folder]
@@ -122,7 +128,7 @@ def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list
             except OSError:
                 is_dir = False
             if is_dir:
-                if recursive:
+                if recursive and (skip is None or _real(path) != skip):
                     subdirs.append(path)
             elif path.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(path)  # even a broken link: the reader says what is wrong with it
@@ -168,7 +174,7 @@ def plan_jobs(
         raise ColorcliError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if "/" in suffix or os.sep in suffix or "\0" in suffix:
         raise ColorcliError(f"--suffix {suffix!r} must not contain a path separator")
-    files, errors = collect_inputs(inputs, recursive=recursive)
+    files, errors = collect_inputs(inputs, recursive=recursive, exclude=out_dir)
     plan = Plan(failed=errors)
     # The same file named twice (or named and inside a named folder) is one input.
     unique: dict[str, tuple[Path, Path, bool]] = {}
@@ -290,11 +296,22 @@ def run_jobs(
         res.failed.append((job.source, msg))
         emit(job, "failed", msg)
 
+    # Temp files a killed run left in the output folders (ours only, old enough to be dead).
+    for folder in dict.fromkeys(job.target.parent for job in jobs):
+        clean_stale_parts(folder)
+
+    def taken(job: Job) -> bool:
+        """The output exists (and may not be replaced): perhaps another run just finished it."""
+        return not overwrite and os.path.lexists(job.target)
+
+    def skip(job: Job, detail: str | None = None) -> None:
+        res.skipped.append(job.source)
+        emit(job, "skipped", detail)
+
     todo: list[Job] = []
     for job in jobs:
-        if not overwrite and os.path.lexists(job.target):
-            res.skipped.append(job.source)
-            emit(job, "skipped", None)
+        if taken(job):
+            skip(job)
         else:
             todo.append(job)
 
@@ -308,7 +325,8 @@ def run_jobs(
     def read_next() -> None:
         job = next(queue, None)
         if job is not None:
-            reads.append((job, pool.submit(read_photo, job.source)))
+            # Checked again in the reader thread: another run may have finished it meanwhile.
+            reads.append((job, pool.submit(lambda j: None if taken(j) else read_photo(j.source), job)))
 
     def finish_writes(*, keep: int) -> None:
         """Collect finished writes in order, waiting while more than ``keep`` are in flight."""
@@ -316,6 +334,8 @@ def run_jobs(
             job, fut = writes.popleft()
             try:
                 notes = fut.result()
+            except OutputExistsError:
+                skip(job, OTHER_RUN)  # finished by another run between our check and our rename
             except ColorcliError as exc:
                 fail(job, f"{job.source}: output {exc}")  # the message names the output file
             except MemoryError:
@@ -332,6 +352,11 @@ def run_jobs(
             read_next()
             try:
                 photo = fut.result()
+                if photo is None or taken(job):  # finished elsewhere before we read or computed it
+                    current = None
+                    skip(job, OTHER_RUN)
+                    finish_writes(keep=depth)
+                    continue
                 rgb = colorizer.colorize_rgb(photo.rgb)
             except ColorcliError as exc:
                 current = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -29,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from colorcli.errors import ImageReadError, ImageWriteError
+from colorcli.errors import ImageReadError, ImageWriteError, OutputExistsError
+from colorcli.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
@@ -698,7 +698,7 @@ def write_image(
     path = Path(path)
     fmt = output_format(path)
     if not overwrite and os.path.lexists(path):
-        raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)")
+        raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
     try:
         data, notes = encode_image(fmt, rgb, alpha=alpha, bit_depth=bit_depth, quality=quality,
                                    icc_profile=icc_profile, exif=exif)
@@ -706,67 +706,3 @@ def write_image(
         raise ImageWriteError(f"{path}: cannot encode {fmt} ({_reason(exc)})") from None
     atomic_write_bytes(path, data, overwrite=overwrite)
     return notes
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> None:
-    """Write ``data`` to a hidden temp file beside ``path``, then rename it into place.
-
-    The temp file is created with mode 0o666 so the umask applies as for any new file (mkstemp
-    would give 0o600). On any failure or interrupt the temp file is removed. With
-    ``overwrite=False`` an existing ``path`` is never replaced, even one that appeared meanwhile.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(f"{path}: cannot create folder {path.parent} ({_reason(exc)})") from None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        # The random part makes it unique; the name is cut so a long (but valid) output name
-        # does not give a temp name past the file system's 255-byte limit.
-        tmp = path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.part")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-    else:  # pragma: no cover - 100 random-name collisions
-        raise ImageWriteError(f"{path}: cannot create a temporary file")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_no_replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, FileExistsError):
-            raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)") from None
-        if isinstance(exc, OSError):
-            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-        raise
-
-
-def _link_no_replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists (FileExistsError then)."""
-    try:
-        # link() fails if the target exists, where rename() would silently replace it.
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        # No hard links here (FAT, some network shares): check, then rename; a file appearing in
-        # between is the only case this cannot guard.
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)

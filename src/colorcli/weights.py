@@ -9,8 +9,6 @@ the architecture from the stored ``arch`` and ``config`` and loads the tensors w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from safetensors import safe_open
 
 from colorcli import __version__, color
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
+from colorcli.files import atomic_write
 from colorcli.models import ColorModel, create_model, list_models
 from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
 
@@ -62,23 +61,7 @@ def save_weights(
         "metrics": json.dumps(metrics or {}),
         "colorcli_version": __version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; weights are shared files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from typing import Annotated, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import RefineOption, TtaOption, err, out, print_line, results, safe_text, stdout_problem, user_errors
 from colorcli.errors import ColorcliError
 
 
 def colorize(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.")],
+    # readable=False: an unreadable file fails alone, with one line, as one inside a folder does.
+    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.", readable=False)],
     out_dir: Annotated[Path | None, typer.Option("--out-dir", "-o", help="Folder for the results (default: beside each input).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
     weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
@@ -93,6 +94,10 @@ def colorize(
                    "no partial file was left; run the same command again to do the rest")
         raise typer.Exit(130)
     err.print(summary, markup=False, highlight=False)
+    if results.error is not None:  # stdout closed (| head -n1) or full: the work is done anyway
+        results.reported = True
+        print_line("error", "bold red", stdout_problem("output path(s)"))
+        raise typer.Exit(1)
     if failed:
         raise typer.Exit(1)
 

@@ -19,7 +19,7 @@ from colorcli.errors import ColorcliError
 
 
 def compare(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.", readable=False)],
     output: Annotated[Path, typer.Option("--out", "-o", help="Sheet to write (.png or .jpg).")],
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to show (repeatable; 'all': every model with weights). Default: mcl.")] = None,
     weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: model NAME from this weights file (repeatable; implies --model NAME).")] = None,
