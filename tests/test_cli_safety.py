@@ -29,7 +29,7 @@ def _run(*args: str):
 
 
 def _tiny(weights: Path) -> list[str]:
-    return ["--model", "test_mcl", "--weights", str(weights)]
+    return ["--model", "test_mcl", "--weights", str(weights), "--suffix", "_color"]  # names as for mcl
 
 
 def _cli(args: list[str], **kw) -> subprocess.CompletedProcess:
@@ -254,7 +254,7 @@ def test_closed_stdout_finishes_the_batch_and_says_so(photo_dir, tiny_weights, t
 def test_head_n1_pipe(photo_dir, tiny_weights, tmp_path):
     """``colorize ... | head -n1``: the batch is finished whatever head does."""
     out = tmp_path / "out"
-    cmd = (f"{sys.executable} -m colorcli colorize {photo_dir} -o {out} --model test_mcl "
+    cmd = (f"{sys.executable} -m colorcli colorize {photo_dir} -o {out} --model test_mcl --suffix _color "
            f"--weights {tiny_weights} 2>{tmp_path / 'err.txt'} | head -n1")
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=120)

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 from colorcli.errors import ColorcliError, ImageWriteError, OutputExistsError
 from colorcli.files import clean_stale_parts
-from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
+from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, read_provenance, write_image
 
 if TYPE_CHECKING:  # torch stays unimported: the onnx backend runs without it
     from colorcli.onnx_runtime import OnnxColorizer
     from colorcli.pipeline import Colorizer
 
-FORMATS = ("png", "jpg", "same")
+FORMATS = ("png", "jpg", "webp", "tiff", "same")
 BIT_DEPTHS = ("8", "16", "auto")
 DEFAULT_WORKERS = 2
 OTHER_RUN = "finished meanwhile by another run"
@@ -162,12 +162,14 @@ def plan_jobs(
     suffix: str = "_color",
     fmt: str = "png",
     recursive: bool = False,
+    also_suffixes: Iterable[str] = (),
 ) -> Plan:
     """Find the inputs and name their outputs; never plans an output over an input.
 
     A file found in a folder that is the output of another input (a previous run's result,
-    ``a_color.png`` beside ``a.jpg``) is not taken as an input, so re-running a command only
-    finishes what is left. Two inputs with the same output name: the first (sorted) gets it,
+    ``a_color.png`` or ``a_color.jpg`` beside ``a.jpg``; with ``also_suffixes``, also the names
+    other settings give, ``a_color_l2.png``) is not taken as an input, so re-running a command
+    only finishes what is left. Nothing inside ``out_dir`` is an input either. Two inputs with the same output name: the first (sorted) gets it,
     the second fails with a reason.
     """
     if fmt not in FORMATS:
@@ -182,11 +184,17 @@ def plan_jobs(
         unique.setdefault(_real(src), (src, base, in_folder))
     targets = {real: output_path(src, base, out_dir, suffix=suffix, fmt=fmt)
                for real, (src, base, _) in unique.items()}
-    target_reals = {_real(t): real for real, t in targets.items()}
+    # Outputs of any format, and of the other models' names (``also_suffixes``), by folder and stem.
+    made: dict[tuple[str, str], str] = {}
+    for real, (src, base, _) in unique.items():
+        for sfx in dict.fromkeys([suffix, *also_suffixes]):
+            if sfx:
+                t = output_path(src, base, out_dir, suffix=sfx, fmt="png")
+                made[(_real(t.parent), t.stem)] = real
     sources: dict[str, Path] = {}
     for real, (src, _, in_folder) in unique.items():
-        producer = target_reals.get(real)
-        if in_folder and suffix and producer is not None and producer != real:
+        producer = made.get((_real(src.parent), src.stem)) if in_folder else None
+        if producer is not None and producer != real:
             plan.previous_outputs.append(src)
         else:
             sources[real] = src
@@ -250,12 +258,32 @@ def _output_depth(bit_depth: str, photo: Photo) -> int:
     return int(bit_depth)
 
 
-def _write(job: Job, photo: Photo, rgb, *, bit_depth: str, quality: int, overwrite: bool) -> list[str]:
+def _write(job: Job, photo: Photo, rgb, *, bit_depth: str, quality: int, overwrite: bool,
+           provenance: dict | None = None) -> list[str]:
     notes = write_image(
         job.target, rgb, alpha=photo.alpha, bit_depth=_output_depth(bit_depth, photo), quality=quality,
-        icc_profile=photo.icc_profile, exif=photo.exif, overwrite=overwrite,
+        icc_profile=photo.icc_profile, exif=photo.exif, overwrite=overwrite, provenance=provenance,
     )
     return photo.notes + notes
+
+
+# What must match for an existing output to be what this run would make.
+_SAME_MAKING = ("model", "weights_sha256", "backend", "settings")
+
+
+def made_otherwise(target: Path, provenance: dict | None) -> str | None:
+    """If ``target`` records (in its provenance) being made by another model or with other
+    settings than ``provenance``, a short phrase saying by what; else None."""
+    if provenance is None:
+        return None
+    theirs = read_provenance(target)
+    if theirs is None:
+        return "made by something else than colorcli (no provenance)"
+    if all(theirs.get(k) == provenance.get(k) for k in _SAME_MAKING):
+        return None
+    settings = theirs.get("settings") if isinstance(theirs.get("settings"), dict) else {}
+    how = ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)
+    return f"made by model {theirs.get('model', '?')} ({how or 'settings unknown'}), not with this run's settings"
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
@@ -273,6 +301,7 @@ def run_jobs(
     bit_depth: str = "auto",
     workers: int = DEFAULT_WORKERS,
     on_event: EventCallback | None = None,
+    provenance: dict | None = None,
 ) -> BatchResult:
     """Colorize each job; a bad file is recorded and the rest still get done.
 
@@ -280,7 +309,9 @@ def run_jobs(
     behind the network (0: everything in the calling thread); at most ``workers`` photos wait
     decoded and ``workers`` wait to be written, which bounds memory. On Ctrl-C, reads not yet
     used are dropped, outputs already computed are still written (atomically), and the result
-    comes back with ``interrupted`` set instead of the exception.
+    comes back with ``interrupted`` set instead of the exception. ``provenance`` is recorded
+    in each output's metadata; an existing output made otherwise is skipped with a detail
+    saying so (:func:`made_otherwise`).
     """
     if bit_depth not in BIT_DEPTHS:
         raise ColorcliError(f"unknown --bit-depth {bit_depth!r}; use one of {', '.join(BIT_DEPTHS)}")
@@ -311,7 +342,7 @@ def run_jobs(
     todo: list[Job] = []
     for job in jobs:
         if taken(job):
-            skip(job)
+            skip(job, made_otherwise(job.target, provenance))
         else:
             todo.append(job)
 
@@ -366,7 +397,8 @@ def run_jobs(
                 fail(job, f"{job.source}: out of memory (try a smaller --size or --device cpu)")
             else:
                 writes.append((job, pool.submit(
-                    _write, job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)))
+                    _write, job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite,
+                    provenance=provenance)))
                 current = None
                 del photo, rgb  # the write task holds them now; free them as soon as it is done
             finish_writes(keep=depth)
@@ -385,6 +417,6 @@ def run_jobs(
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "FORMATS", "Job", "Plan", "collect_inputs", "output_path",
+    "BIT_DEPTHS", "BatchResult", "FORMATS", "Job", "OTHER_RUN", "Plan", "collect_inputs", "made_otherwise", "output_path",
     "plan_jobs", "prepare_out_dir", "run_jobs",
 ]

@@ -11,6 +11,7 @@ whole new one, never a partial one. Only ``kill -9`` or a power cut can leave a 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -173,4 +174,13 @@ def clean_stale_parts(folder: Path, *, max_age: float = STALE_SECONDS, now: floa
     return removed
 
 
-__all__ = ["PART_PATTERN", "STALE_SECONDS", "atomic_write", "atomic_write_bytes", "atomic_write_stream", "clean_stale_parts", "part_name"]
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["PART_PATTERN", "STALE_SECONDS", "atomic_write", "atomic_write_bytes", "atomic_write_stream", "clean_stale_parts", "part_name", "sha256_file"]

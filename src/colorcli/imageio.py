@@ -15,6 +15,9 @@ partial file. Pillow cannot write 16-bit colour, so 16-bit PNG goes through :fun
 from __future__ import annotations
 
 import errno
+import html
+import json
+import re
 import io
 import os
 import stat
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from colorcli.errors import ImageReadError, ImageWriteError, OutputExistsError
 from colorcli.files import atomic_write_bytes
@@ -553,7 +556,8 @@ def _unfilter(filters: np.ndarray, data: np.ndarray) -> np.ndarray:
 
 
 def encode_png16(
-    rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None
+    rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None,
+    provenance: dict | None = None,
 ) -> bytes:
     """uint16 ``(H, W, 3)`` or ``(H, W, 4)`` (RGBA) -> a 16-bit PNG file's bytes.
 
@@ -573,6 +577,8 @@ def encode_png16(
         out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
         out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if provenance:  # iTXt: keyword, no compression, no language, no translated keyword, UTF-8
+        out.append(_chunk(b"iTXt", PROVENANCE_KEY.encode() + b"\0\0\0\0\0" + _provenance_json(provenance).encode()))
     compressed = zlib.compress(rows.tobytes(), 6)
     step = 1 << 23
     out += [_chunk(b"IDAT", compressed[i:i + step]) for i in range(0, len(compressed), step)]
@@ -627,11 +633,14 @@ def encode_image(
     quality: int = 95,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    provenance: dict | None = None,
 ) -> tuple[bytes, list[str]]:
     """Encode float ``rgb`` ``(H, W, 3)`` in [0, 1] as ``fmt``; returns (file bytes, notes).
 
     ``bit_depth`` 16 is honoured for PNG and TIFF; other formats are 8-bit (noted). Alpha is
-    dropped for JPEG (noted). Raises ``ValueError``/``OSError`` from the encoders.
+    dropped for JPEG (noted). ``provenance`` (what made the file: tool, model, weights,
+    settings) goes into a PNG iTXt chunk, or XMP for JPEG, WebP and TIFF; see
+    :func:`read_provenance`. Raises ``ValueError``/``OSError`` from the encoders.
     """
     notes: list[str] = []
     if alpha is not None and fmt not in _ALPHA_FORMATS:
@@ -644,13 +653,15 @@ def encode_image(
         planes = [rgb] if alpha is None else [rgb, alpha[..., None]]
         data16 = np.round(np.clip(np.concatenate(planes, axis=2), 0, 1) * 65535).astype(np.uint16)
         if fmt == "PNG":
-            return encode_png16(data16, icc_profile=icc_profile, exif=exif), notes
+            return encode_png16(data16, icc_profile=icc_profile, exif=exif, provenance=provenance), notes
         import tifffile
 
         buf = io.BytesIO()
+        xmp = provenance_xmp(provenance) if provenance else None
         tifffile.imwrite(
             buf, data16, photometric="rgb", compression="zlib", software="colorcli",
             extrasamples=["unassalpha"] if alpha is not None else None, iccprofile=icc_profile,
+            extratags=[(_XMP_TAG, "B", len(xmp), xmp, True)] if xmp else None,
         )
         if exif:
             notes.append("EXIF not carried into a 16-bit TIFF")
@@ -665,6 +676,20 @@ def encode_image(
         kwargs["icc_profile"] = icc_profile
     if exif and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
         kwargs["exif"] = exif
+    if provenance:
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(PROVENANCE_KEY, _provenance_json(provenance))
+            kwargs["pnginfo"] = info
+        elif fmt in ("JPEG", "WEBP"):
+            kwargs["xmp"] = provenance_xmp(provenance)
+        elif fmt == "TIFF":
+            ifd = TiffImagePlugin.ImageFileDirectory_v2()
+            ifd[_XMP_TAG] = provenance_xmp(provenance)
+            ifd.tagtype[_XMP_TAG] = 1  # BYTE
+            kwargs["tiffinfo"] = ifd
+        else:
+            notes.append(f"provenance not recorded ({fmt} has no metadata)")
     buf = io.BytesIO()
     try:
         img.save(buf, fmt, **kwargs)
@@ -689,6 +714,7 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     overwrite: bool = False,
+    provenance: dict | None = None,
 ) -> list[str]:
     """Write float ``rgb`` ``(H, W, 3)`` in [0, 1] to ``path`` atomically; returns notes.
 
@@ -701,8 +727,61 @@ def write_image(
         raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
     try:
         data, notes = encode_image(fmt, rgb, alpha=alpha, bit_depth=bit_depth, quality=quality,
-                                   icc_profile=icc_profile, exif=exif)
+                                   icc_profile=icc_profile, exif=exif, provenance=provenance)
     except (OSError, ValueError) as exc:
         raise ImageWriteError(f"{path}: cannot encode {fmt} ({_reason(exc)})") from None
     atomic_write_bytes(path, data, overwrite=overwrite)
     return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance: every output says that it was colorized, by what and how
+
+PROVENANCE_KEY = "colorcli"  # PNG iTXt keyword, and the XMP namespace prefix
+_XMP_NS = "https://github.com/colorcli/colorcli/ns/provenance/1.0/"
+_XMP_TAG = 700  # TIFF's XMP tag
+_XMP_VALUE = re.compile(r'colorcli:provenance="([^"]{0,65536})"')
+
+
+def _provenance_json(provenance: dict) -> str:
+    return json.dumps(provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def provenance_xmp(provenance: dict) -> bytes:
+    """An XMP packet recording ``provenance`` (as JSON in ``colorcli:provenance``), with the
+    tool as ``xmp:CreatorTool`` so any XMP reader (exiftool, digiKam) shows it."""
+    tool = html.escape(str(provenance.get("software", "colorcli")), quote=True)
+    value = html.escape(_provenance_json(provenance), quote=True)
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:colorcli="{_XMP_NS}" '
+        f'xmp:CreatorTool="{tool}" colorcli:provenance="{value}"/>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode("utf-8")
+
+
+def read_provenance(path: Path) -> dict | None:
+    """What :func:`encode_image` recorded in ``path`` (None: not a colorcli output, or unreadable).
+    Only the file's header is parsed, never its pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=_PIL_FORMATS) as img:
+                text = getattr(img, "text", None) if img.format == "PNG" else None
+                raw = text.get(PROVENANCE_KEY) if text else None
+                if raw is None:
+                    xmp = img.info.get("xmp")
+                    if xmp is None and img.format == "TIFF":
+                        xmp = getattr(img, "tag_v2", {}).get(_XMP_TAG)
+                    if isinstance(xmp, str):
+                        xmp = xmp.encode("utf-8", "replace")
+                    m = _XMP_VALUE.search(xmp.decode("utf-8", "replace")) if isinstance(xmp, bytes) else None
+                    raw = html.unescape(m.group(1)) if m else None
+    except Exception:  # noqa: BLE001 - whatever the file is, it has no provenance we can read
+        return None
+    try:
+        value = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

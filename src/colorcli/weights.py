@@ -119,8 +119,9 @@ def load_named(name: str, weights: Path | None = None) -> ColorModel:
         weights = default_weights_path(name)
         if weights is None:
             raise ColorcliError(
-                f"model {name!r} has no shipped weights; train it with "
-                f"`colorcli train --model {name}` or pass --weights FILE"
+                f"model {name!r} has no weights: {name}.safetensors is in none of "
+                f"{', '.join(str(d) for d in weights_dirs())} (set COLORCLI_WEIGHTS to the folder "
+                f"holding it, train it with `colorcli train --model {name}`, or pass --weights {name}=FILE)"
             )
     return load_weights(weights, expect_arch=name)
 

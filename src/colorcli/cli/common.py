@@ -7,7 +7,8 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -85,6 +86,63 @@ err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: stderr
 TtaOption = Annotated[bool, typer.Option("--tta/--no-tta", help="Average each photo's colours with those of its mirror image (2 network runs).")]
 RefineOption = Annotated[bool, typer.Option("--refine/--no-refine", help="Edge-aware refinement: colour follows the edges of the full-resolution photo (guided filter).")]
 
+DeviceOption = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option("--device", help="Where the networks run; auto: cuda, then mps (Apple Silicon), then cpu.")]
+ThreadsOption = Annotated[int, typer.Option("--threads", min=0, help="CPU threads for the network; 0: every core this process may use.")]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's CPU set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def apply_threads(threads: int) -> int:
+    """Set torch's CPU threads to ``threads`` (0: :func:`available_cores`), if torch is installed."""
+    n = threads or available_cores()
+    try:
+        import torch
+    except ImportError:  # the onnx backend without torch takes its own threads
+        return n
+    torch.set_num_threads(n)
+    return n
+
+
+def parse_weights(value: str | None, model: str) -> tuple[str, Path | None]:
+    """``--weights NAME=FILE`` (the form every command takes) -> (model name, file). A bare
+    FILE (the older form) stays accepted for the ``--model`` given."""
+    if value is None:
+        return model, None
+    name, sep, path = value.partition("=")
+    if sep and name and "/" not in name and os.sep not in name:
+        from colorcli.evaluate import parse_named
+
+        return next(iter(parse_named([value], "--weights").items()))
+    return model, Path(value)
+
+
+def check_temperature(temperature: float | None) -> None:
+    from colorcli.errors import ColorcliError
+
+    if temperature is not None and not temperature > 0:
+        raise ColorcliError(f"--temperature must be greater than 0, got {temperature:g}")
+
+
+def warn_unused_temperature(colorizer, name: str, temperature: float | None) -> None:
+    """A warning line when ``--temperature`` was given to a model whose decoding has none."""
+    if temperature is None:
+        return
+    net = getattr(colorizer, "model", None)
+    if net is not None:
+        unused = "temperature" not in net.decode_info()
+    else:
+        info = getattr(colorizer, "info", None)
+        unused = info is not None and getattr(info, "temperature", None) is None
+    if unused:
+        print_line("warning", "yellow", f"model {name} regresses its colours directly: --temperature is ignored", level=0)
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -130,6 +188,18 @@ def say(message: str, *, level: int = 0) -> None:
 def show_progress() -> bool:
     """Live progress bars: on a terminal, and not with --quiet."""
     return err.is_terminal and verbosity >= 0
+
+
+def print_table(tbl) -> None:
+    """A result table on stdout; in a pipe or a file at its natural width (no wrapping at
+    rich's 80 columns), so each row stays one line."""
+    from rich.measure import Measurement
+
+    console = out
+    if not out.is_terminal:
+        width = Measurement.get(out, out.options.update(width=10_000), tbl).maximum
+        console = Console(file=results, width=max(width, out.width), soft_wrap=True)  # rich caps print(width=)
+    console.print(tbl)
 
 
 def result_table(*headers: str, title: str | None = None, justify_right_from: int = 1):
