@@ -18,7 +18,8 @@ from colorcli.cli import train as _train
 
 app = typer.Typer(
     name="colorcli",
-    help="Colorize black-and-white photographs with neural networks.",
+    help="Colorize black-and-white photographs with neural networks.\n\n"
+         "Weights are looked for in $COLORCLI_WEIGHTS, then the installation's weights/ folder, then ./weights.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -35,11 +36,7 @@ def _show_version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    """Colorize black-and-white photographs with neural networks.
-
-    Weights are looked for in $COLORCLI_WEIGHTS, then the weights/ folder of the installation,
-    then ./weights (see `colorcli models`).
-    """
+    """Options of colorcli itself."""
     from colorcli.cli import common
 
     common.results.reset()
