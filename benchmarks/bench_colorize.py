@@ -170,7 +170,7 @@ def prepare_models(names: list[str], work: Path, notes: list[str]) -> list[dict]
             notes.append(f"{name}: no shipped weights, random-init weights used (speed does not depend on weight values)")
         model = load_weights(weights, expect_arch=name)
         onnx = work / f"{name}.onnx"
-        report = export_model(model, onnx, weights_path=weights)
+        report = export_model(model, onnx, weights_path=weights, overwrite=True)  # scratch folder
         worst = max(d for _, d in report.parity)
         models.append({"name": name, "weights": str(weights), "onnx": str(onnx), "parity": worst})
     return models

@@ -2,9 +2,10 @@
 
 Every case is one or more files that a scanned archive can hold: truncated and corrupt files,
 decompression bombs, odd modes, 16-bit data, multi-frame files, rotated and toned scans,
-awkward names, symlink loops, an unreadable file and two inputs that map to one output name.
-Each case says what colorizing it must give: an output (with what it keeps: alpha, 16 bits,
-orientation) or one failure line matching a reason.
+awkward names, symlink loops, an unreadable file and two inputs that map to one output name,
+an iCCP decompression bomb and a 3 GiB sparse file. Each case says what colorizing it must
+give: an output (with what it keeps: alpha, 16 bits, orientation) or one failure line matching
+a reason. :func:`make_hostile_weights` writes damaged and hostile weights files beside them.
 
 Usage: ``python tests/make_corpus.py OUT_DIR`` writes the corpus and prints the cases.
 """
@@ -12,6 +13,7 @@ Usage: ``python tests/make_corpus.py OUT_DIR`` writes the corpus and prints the 
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import sys
@@ -92,6 +94,32 @@ def jpeg_with_size(w: int, h: int) -> bytes:
     return bytes(data)
 
 
+def iccp_bomb_png(*, inflated: int = 2600 << 20) -> bytes:
+    """A valid 16-bit RGB PNG whose iCCP profile inflates to ``inflated`` bytes of zeros.
+
+    The deflate stream is one 1 MiB block of zeros, compressed once (~1 KB) and repeated:
+    after a full flush each block starts afresh, so the copies decode back to back. The default
+    is the hostile run's case: 2.7 MB on disk, 2.6 GB inflated.
+    """
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    n = max(1, inflated >> 20)
+    adler = (((n << 20) % 65521) << 16) | 1  # adler32 of n MiB of zeros
+    stream = b"\x78\xda" + block * n + c.flush(zlib.Z_FINISH) + adler.to_bytes(4, "big")
+    png = encode_png16(np.full((8, 8, 3), 20000, np.uint16))
+    at = png.index(b"IDAT") - 4
+    return png[:at] + png_chunk(b"iCCP", b"bomb\0\0" + stream) + png[at:]
+
+
+def sparse_file(path: Path, head: bytes, size: int) -> None:
+    """``head`` then zeros up to ``size`` bytes, as a sparse file: it costs no disk."""
+    path.write_bytes(head)
+    os.truncate(path, size)
+
+
+SPARSE_SIZE = 3 << 30  # 3 GiB: over colorcli's 2 GiB file limit
+
+
 def toned(L8: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
     """Gray uint8 ``(h, w)`` -> a toned uint8 RGB scan (each channel scaled by ``tint``)."""
     rgb = L8[..., None].astype(np.float32) * np.asarray(tint, dtype=np.float32)
@@ -134,6 +162,9 @@ def make_corpus(root: Path) -> list[Case]:
     add(Case("one_by_one", "dot.png", error=r"too small \(1x1\)"), img=Image.new("L", (1, 1), 128))
     add(Case("one_by_10000", "line.png", error=r"too small \(1x10000\)"), img=Image.new("L", (1, 10000), 128))
     add(Case("psd_like", "layers.tif", error="not an image|cannot read"), b"8BPS\x00\x01" + b"\x00" * 64)
+    add(Case("iccp_bomb", "iccp_bomb.png", error=r"ICC profile decompresses to more than 16 MiB"), iccp_bomb_png())
+    sparse_file(d / "sparse_3gib.png", encode_png16(np.zeros((4, 4, 3), np.uint16)), SPARSE_SIZE)
+    cases.append(Case("sparse_3gib", "sparse_3gib.png", error=r"file too large \(3\.0 GiB, limit 2 GiB\)"))
 
     # --- unusual but valid inputs: an output is due ----------------------------------------
     add(Case("gray_jpeg", "plain.jpg"), jpg)
@@ -191,6 +222,11 @@ def make_corpus(root: Path) -> list[Case]:
     add(Case("thin_2x900", "strip.png"), img=Image.fromarray(gray(2, 900, 15)))
     rgb16a = np.dstack([sepia16, np.full(g16.shape, 40000, np.uint16)])
     add(Case("rgba16_png", "rgba16.png", alpha=True, bit_depth=16), encode_png16(rgb16a))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.moveaxis(sepia16, -1, 0), photometric="rgb", planarconfig="separate")
+    add(Case("planar_rgb16_tiff", "planar16.tif", bit_depth=16), buf.getvalue())
+    add(Case("avif", "scan_avif.avif"), img=Image.fromarray(photo(40, 56, 16)), format="AVIF", quality=90)
+    add(Case("jpeg2000", "scan_jp2.jp2"), img=g, format="JPEG2000")
 
     # --- awkward names and file-system situations -------------------------------------------
     add(Case("non_utf8_name", os.fsdecode(b"caf\xe9 \xff.jpg")), jpg)
@@ -219,6 +255,64 @@ def make_corpus(root: Path) -> list[Case]:
     (d / "notes.txt").write_text("not an image suffix: ignored when a folder is expanded\n")
     (d / ".hidden.jpg").write_bytes(b"hidden files are not inputs")
     return cases
+
+
+def make_hostile_weights(root: Path, base: Path) -> list[tuple[str, Path, str]]:
+    """Damaged and hostile copies of the colorcli weights file ``base`` under ``root``:
+    (name, path, regex the one error line must match) each. ``base`` has a tensors digest."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    with safe_open(str(base), framework="pt") as fh:
+        meta = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    out = []
+
+    def rewrite(name: str, error: str, *, digest: bool = True, **config) -> Path:
+        m = dict(meta)
+        if config:
+            m["config"] = json.dumps({**json.loads(meta["config"]), **config})
+        if not digest:
+            m.pop("tensors_sha256", None)
+        path = root / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata=m)
+        out.append((name, path, error))
+        return path
+
+    bounds = "config does not match .* out of bounds"
+    rewrite("base_width_4096", bounds, base_width=4096)
+    rewrite("decoder_width_4096", bounds, decoder_width=4096)
+    rewrite("default_size_32768", bounds, default_size=32768)
+    rewrite("width_div_zero", bounds, width_div=0)
+    data = base.read_bytes()
+    start = 8 + int.from_bytes(data[:8], "little")
+
+    def damaged(name: str, src: bytes, error: str, edit) -> None:
+        buf = bytearray(src)
+        edit(buf)
+        path = root / f"{name}.safetensors"
+        path.write_bytes(bytes(buf))
+        out.append((name, path, error))
+
+    def ff_block(buf: bytearray) -> None:
+        mid = (start + len(buf)) // 2
+        buf[mid:mid + 65536] = b"\xff" * len(buf[mid:mid + 65536])
+
+    def bit_flips(buf: bytearray) -> None:
+        rng = np.random.default_rng(13)
+        for pos in rng.integers(start, len(buf), 64):
+            buf[pos] ^= 1 << int(rng.integers(0, 8))
+
+    damaged("ff_block", data, "sha256", ff_block)
+    damaged("bit_flips", data, "sha256", bit_flips)
+    nodigest = rewrite("nodigest_base", "", digest=False)
+    out.pop()  # a valid file: only the base of the next case
+    damaged("ff_block_no_digest", nodigest.read_bytes(), "NaN or infinite", ff_block)
+    nodigest.unlink()
+    sparse_file(root / "sparse_3gib.safetensors", data, SPARSE_SIZE)
+    out.append(("sparse_3gib", root / "sparse_3gib.safetensors", "file too large for a weights file"))
+    return out
 
 
 def main(argv: list[str]) -> int:

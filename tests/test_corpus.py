@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def _tree_hashes(root: Path) -> dict[str, str]:
             if p.is_symlink() or not os.access(p, os.R_OK):
                 found[str(p)] = "link-or-locked"
                 continue
+            st = p.stat()
+            if st.st_size > 64 << 20:  # the sparse 3 GiB case: reading it is what we test against
+                found[str(p)] = f"{st.st_size}:{st.st_mtime_ns}"
+                continue
             found[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return found
 
@@ -77,15 +82,91 @@ def _colorize_args(inp: Path, out: Path, weights: Path, *extra: str) -> list[str
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_weights) -> Run:
+def run(tmp_path_factory, tiny_weights) -> Iterator[Run]:
     root = tmp_path_factory.mktemp("corpus") / "c"
     cases = {c.name: c for c in make_corpus.make_corpus(root)}
     inp, out = root / "in", root / "out"
     before = _tree_hashes(inp)
     res = _invoke(_colorize_args(inp, out, tiny_weights, "--recursive"))
     assert _tree_hashes(inp) == before, "an input was modified"
-    return Run(cases, inp, out, res.exit_code, res.exception, res.stdout.splitlines(),
-               res.stderr.splitlines(), before)
+    yield Run(cases, inp, out, res.exit_code, res.exception, res.stdout.splitlines(),
+              res.stderr.splitlines(), before)
+    (inp / cases["sparse_3gib"].file).unlink()  # sparse, but 3 GiB to anything that reads it
+
+
+def _limited_as() -> None:
+    """preexec_fn: a 2 GiB address-space limit (``ulimit -v``) for the child."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_AS, LIMIT_AS))
+
+
+LIMIT_AS = 2 << 30
+
+
+def _cli(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "colorcli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, preexec_fn=_limited_as)
+
+
+def test_corpus_under_2gib_address_space(run: Run, tiny_weights, tmp_path) -> None:
+    """The real CLI under ``ulimit -v`` 2 GiB over the whole corpus: the iCCP bomb and the 3 GiB
+    file included, every bad input is one failure line, the rest are written, no traceback."""
+    out = tmp_path / "out"
+    res = _cli(_colorize_args(run.inp, out, tiny_weights, "--recursive"))
+    assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-3000:]
+    outputs = [c for c in run.cases.values() if not c.error]
+    errors = [c for c in run.cases.values() if c.error]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert f"done {len(outputs)}, skipped 0, failed {len(errors)}" in res.stderr
+    for name in ("iccp_bomb", "sparse_3gib"):
+        case = run.cases[name]
+        lines = [line for line in res.stderr.splitlines() if f"{case.file}:" in line]
+        assert len(lines) == 1 and re.search(case.error, lines[0]), lines
+
+
+# One child process runs the real CLI entry point once per weights file (torch is imported
+# once, not once per file), capturing each run's exit code and stderr.
+_CLI_LOOP = """
+import contextlib, io, json, sys
+from colorcli.cli import app
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            app(args, prog_name="colorcli")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    print(json.dumps([code, err.getvalue()]), flush=True)
+"""
+
+
+def test_hostile_weights_under_2gib_address_space(run: Run, tiny_weights, tmp_path) -> None:
+    """Every hostile or damaged weights file: exit 2 and one line naming it, under 2 GiB."""
+    import json
+
+    cases = make_corpus.make_hostile_weights(tmp_path / "w", tiny_weights)
+    assert len(cases) >= 8
+    src = run.inp / run.cases["gray_jpeg"].file
+    runs = [_colorize_args(src, tmp_path / "out", path) for _, path, _ in cases]
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        res = subprocess.run([sys.executable, "-c", _CLI_LOOP, json.dumps(runs)], capture_output=True,
+                             text=True, env=env, timeout=300, preexec_fn=_limited_as)
+    finally:
+        for _, path, _ in cases:
+            path.unlink(missing_ok=True)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    results = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(results) == len(cases), res.stdout[-2000:]
+    for (name, path, error), (code, stderr) in zip(cases, results):
+        lines = stderr.splitlines()
+        assert code == 2, (name, stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), (name, stderr)
+        assert re.search(error, lines[0]), (name, lines[0])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def _target(run: Run, case: make_corpus.Case) -> Path:

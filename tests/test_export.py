@@ -137,6 +137,25 @@ def test_export_fails_loudly_when_onnx_differs(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_export_model_refuses_an_existing_file(tmp_path):
+    out = tmp_path / "taken.onnx"
+    out.write_bytes(b"someone's file")
+    with pytest.raises(ExportError, match=r"taken\.onnx: exists \(use --overwrite to replace it\)"):
+        export_model(create_model("test_l2"), out)
+    assert out.read_bytes() == b"someone's file"
+
+
+def test_onnx_default_size_from_metadata_is_bounded(tmp_path):
+    from colorcli.onnx_runtime import ONNX_FORMAT, ONNX_FORMAT_VERSION, read_onnx_info
+
+    meta = {"colorcli_format": ONNX_FORMAT, "colorcli_format_version": str(ONNX_FORMAT_VERSION),
+            "chroma_space": "lab", "default_size": "160", "model": "mcl"}
+    assert read_onnx_info(meta, tmp_path / "m.onnx").default_size == 160
+    for bad in ("32768", "100", "-32", "1000000000"):
+        with pytest.raises(WeightsError, match=rf"m\.onnx: config default_size = .* is out of bounds"):
+            read_onnx_info({**meta, "default_size": bad}, tmp_path / "m.onnx")
+
+
 def test_export_refuses_other_suffix(tmp_path):
     with pytest.raises(ExportError, match=r"must end in \.onnx"):
         export_model(create_model("test_l2"), tmp_path / "w.safetensors")
@@ -152,6 +171,18 @@ def test_cli_export(tiny_weights, tmp_path):
     meta = OnnxColorizer(out, device="cpu").info.meta
     assert json.loads(meta["weights"])["sha256"]
     assert json.loads(meta["temperature"]) == 0.5
+
+    # An existing file is never replaced without --overwrite (refused before any tracing) ...
+    before = out.read_bytes()
+    args = ["export", "--model", "test_mcl", "--weights", str(tiny_weights), "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {out}: exists (use --overwrite to replace it)"
+    assert out.read_bytes() == before and res.stdout == ""
+    # ... and with it, replaced atomically: the new export, no temp file beside it.
+    res = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(OnnxColorizer(out, device="cpu").info.meta["temperature"]) == 0.38
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
     res = CliRunner().invoke(app, ["export", "--model", "nope", "-o", str(tmp_path / "x.onnx")])
     assert res.exit_code == 2 and "unknown model 'nope'" in res.stderr

@@ -20,8 +20,8 @@ from make_corpus import png_header_only
 from colorcli import color
 from colorcli.errors import ImageReadError, ImageWriteError
 from colorcli.imageio import (
+    MAX_ICC_BYTES,
     _orient,
-    _unfilter,
     encode_png16,
     read_photo,
     read_rgb,
@@ -225,16 +225,47 @@ def _filter_reference(raw: np.ndarray, types: list[int], bpp: int) -> bytes:
     return b"".join(out)
 
 
+def _png16_file(raw_rows: bytes, w: int, h: int, colour: int, *chunks: bytes, interlace: int = 0) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, interlace)
+    return b"".join([b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr), *chunks,
+                     _png_chunk(b"IDAT", zlib.compress(raw_rows)), _png_chunk(b"IEND", b"")])
+
+
+def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
 @pytest.mark.parametrize("channels", [3, 4])
-def test_unfilter_undoes_every_filter_type(channels):
+def test_reader_undoes_every_filter_type(tmp_path, channels):
+    """Rows filtered straight from the spec, all five filter types: read back exactly."""
     rng = np.random.default_rng(channels)
     h, w, bpp = 11, 9, 2 * channels
     raw = rng.integers(0, 256, (h, w * bpp), dtype=np.uint8)
     types = [int(t) for t in rng.integers(0, 5, h)]
     types[:5] = [0, 1, 2, 3, 4]
-    rows = np.frombuffer(_filter_reference(raw, types, bpp), np.uint8).reshape(h, 1 + w * bpp)
-    got = _unfilter(rows[:, 0], rows[:, 1:].reshape(h, w, bpp))
-    assert np.array_equal(got.reshape(h, w * bpp), raw)
+    path = tmp_path / "f.png"
+    path.write_bytes(_png16_file(_filter_reference(raw, types, bpp), w, h, 2 if channels == 3 else 6))
+    photo = read_photo(path)
+    want = raw.reshape(h, w, bpp).view(">u2").reshape(h, w, channels)
+    assert photo.bit_depth == 16
+    assert np.array_equal(np.round(photo.rgb * 65535).astype(np.uint16), want[..., :3])
+
+
+def test_interlaced_png16_read_at_16_bits(tmp_path):
+    data = np.random.default_rng(3).integers(0, 65536, (13, 10, 3), dtype=np.uint16)
+    path = tmp_path / "adam7.png"
+    # Adam7 passes (x0, y0, dx, dy), each row filter 0: was read by Pillow at 8 bits before.
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    rows = b""
+    for x0, y0, dx, dy in passes:
+        sub = data[y0::dy, x0::dx]
+        if sub.size:
+            for r in sub:
+                rows += b"\0" + r.astype(">u2").tobytes()
+    path.write_bytes(_png16_file(rows, 10, 13, 2, interlace=1))
+    photo = read_photo(path)
+    assert photo.bit_depth == 16
+    assert np.array_equal(np.round(photo.rgb * 65535).astype(np.uint16), data)
 
 
 @pytest.mark.parametrize("channels", [3, 4])
@@ -438,3 +469,94 @@ def test_gray_or_cmyk_profile_not_put_on_colour_output(tmp_path, gray8):
     photo = read_photo(tmp_path / "g.jpg")
     assert photo.icc_profile is None
     assert photo.notes == ["Lab ICC profile not carried to the colour output"]
+
+
+# --- hostile 16-bit PNGs, huge files, planar TIFF, AVIF, JPEG 2000 (issue 13, items 2 and 12) ---
+
+
+def test_iccp_bomb_is_refused_with_one_line(tmp_path):
+    """2.6 MB of iCCP that inflates to 2.6 GB: stopped at the 16 MiB bound, not decompressed."""
+    import make_corpus
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(make_corpus.iccp_bomb_png(inflated=1 << 28))
+    with pytest.raises(ImageReadError, match=r"bomb\.png: ICC profile decompresses to more than 16 MiB"):
+        read_photo(path)
+
+
+def test_a_profile_under_the_bound_is_kept(tmp_path):
+    assert MAX_ICC_BYTES >= 1 << 20
+    data = np.full((4, 4, 3), 300, np.uint16)
+    (tmp_path / "p.png").write_bytes(encode_png16(data, icc_profile=SRGB_ICC))
+    assert read_photo(tmp_path / "p.png").icc_profile == SRGB_ICC
+
+
+def test_sparse_huge_file_refused_by_its_size(tmp_path):
+    """3 GiB with a 16-bit PNG header: refused by stat, never read (sparse: no disk used)."""
+    head = encode_png16(np.zeros((4, 4, 3), np.uint16))
+    for name in ("huge.png", "huge.jpg"):
+        path = tmp_path / name
+        path.write_bytes(head)
+        os.truncate(path, 3 << 30)
+        try:
+            with pytest.raises(ImageReadError, match=rf"{name}: file too large \(3\.0 GiB, limit 2 GiB\)"):
+                read_photo(path)
+        finally:
+            path.unlink()
+
+
+def test_png16_chunk_limits(tmp_path):
+    data = np.full((4, 5, 3), 1000, np.uint16)
+    png = encode_png16(data)
+    at = png.index(b"IDAT") - 4
+    # An eXIf chunk declaring 64 MiB: refused before reading it.
+    big = struct.pack(">I", 64 << 20) + b"eXIf"
+    path = tmp_path / "big.png"
+    path.write_bytes(png[:at] + big + b"\0" * 64 + png[at:])
+    with pytest.raises(ImageReadError, match="big.png: corrupt or truncated image"):
+        read_photo(path)
+    with open(path, "r+b") as fh:  # now the bytes are there (sparse), still over the limit
+        fh.truncate(at + (64 << 20) + 12 + len(png))
+    with pytest.raises(ImageReadError, match=r"big.png: corrupt image \(PNG chunk eXIf is 67108864 bytes, limit 16 MiB\)"):
+        read_photo(path)
+    # More compressed pixel data than a 5x4 image can hold.
+    idat = _png_chunk(b"IDAT", os.urandom(70000))
+    path = tmp_path / "much.png"
+    path.write_bytes(png[:at] + idat + png[at:])
+    with pytest.raises(ImageReadError, match="much.png: corrupt image \\(more PNG pixel data"):
+        read_photo(path)
+    # Unknown ancillary chunks are skipped, text included.
+    path = tmp_path / "text.png"
+    path.write_bytes(png[:at] + _png_chunk(b"tEXt", b"Comment\0hello") + png[at:])
+    assert read_photo(path).bit_depth == 16
+
+
+def test_planar_rgb16_tiff_read_at_16_bits(tmp_path, make_photo):
+    data = (make_photo(36, 52, 4).astype(np.uint16) * 257 + 3).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(data, -1, 0), photometric="rgb", planarconfig="separate")
+    photo = read_photo(tmp_path / "planar.tif")
+    assert photo.bit_depth == 16 and photo.size == (52, 36)
+    assert np.array_equal(np.round(photo.rgb * 65535).astype(np.uint16), data)
+
+
+@pytest.mark.parametrize("fmt,suffix,tol", [("AVIF", ".avif", 0.08), ("JPEG2000", ".jp2", 1e-6)])
+def test_avif_and_jpeg2000_read(tmp_path, make_photo, fmt, suffix, tol):
+    from PIL import features
+
+    if not features.check({"AVIF": "avif", "JPEG2000": "jpg_2000"}[fmt]):
+        pytest.skip(f"this Pillow has no {fmt} codec")
+    rgb = make_photo(40, 56, 5)
+    kw = {"quality": 90} if fmt == "AVIF" else {"irreversible": False}
+    Image.fromarray(rgb).save(tmp_path / f"p{suffix}", fmt, **kw)
+    photo = read_photo(tmp_path / f"p{suffix}")
+    assert photo.format == fmt and photo.size == (56, 40)
+    assert np.abs(photo.rgb - rgb / 255.0).mean() < tol
+
+
+def test_pillow_bomb_limit_stays_in_force():
+    """colorcli never switches Pillow's own limit off: it is its default after importing all."""
+    import colorcli.cli  # noqa: F401 - everything the CLI imports
+    import colorcli.imageio as imageio
+
+    assert Image.MAX_IMAGE_PIXELS == 89478485
+    assert imageio.MAX_PIXELS <= 2 * Image.MAX_IMAGE_PIXELS  # ours is the lower one

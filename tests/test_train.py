@@ -221,6 +221,29 @@ def test_resume_refuses_a_wrong_checkpoint(cache, tmp_path, photos):
         train(_cfg(cache, out, resume=str(res.checkpoint), init=str(out)))
 
 
+@pytest.mark.parametrize("where", ["model_args", "model_config"])
+def test_resume_refuses_a_hostile_model_config(cache, tmp_path, monkeypatch, where):
+    """A checkpoint whose config asks for a huge network: refused before anything is built."""
+    import colorcli.train as train_module
+
+    out = tmp_path / "m.safetensors"
+    res = train(_cfg(cache, out, max_steps=1))
+    ck = _ckpt(res.checkpoint)
+    if where == "model_args":
+        ck["config"]["model_args"] = {"decoder_width": 1 << 16}
+    else:
+        ck["model_config"] = {**ck["model_config"], "decoder_width": 1 << 16}
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ck, evil)
+
+    def never(*a, **k):
+        raise AssertionError("a model was built from a hostile checkpoint config")
+
+    monkeypatch.setattr(train_module, "create_model", never)
+    with pytest.raises(TrainingError, match=rf"{evil}: config decoder_width = 65536 is out of bounds"):
+        train(_cfg(cache, out, resume=str(evil)))
+
+
 def test_init_from_shipped_weights(cache, tmp_path):
     # First session: a non-default architecture, which only the weights file remembers.
     first = tmp_path / "first.safetensors"

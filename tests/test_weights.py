@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -16,7 +17,7 @@ from colorcli import weights as W
 from colorcli.errors import ImageWriteError, WeightsError
 from colorcli.models import create_model
 from colorcli.pipeline import Colorizer
-from colorcli.weights import default_weights_path, load_weights, read_metadata, save_weights
+from colorcli.weights import DIGEST_KEY, default_weights_path, load_weights, read_metadata, save_weights
 
 L_IN = torch.linspace(0, 100, 64 * 96).reshape(1, 1, 64, 96)
 
@@ -170,10 +171,13 @@ def test_corrupted_header(mcl_file, tmp_path):
 
 
 def _rewrite(src: Path, dst: Path, *, meta: dict | None = None, tensors: dict | None = None) -> Path:
-    """Copy ``src`` with metadata fields and/or tensors replaced."""
+    """Copy ``src`` with metadata fields and/or tensors replaced. New tensors drop the tensors'
+    digest, as in a file from before digests: the load checks behind it are what is tested."""
     with safe_open(str(src), framework="pt") as fh:
         old_meta = fh.metadata()
         old_tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if tensors is not None:
+        old_meta.pop(DIGEST_KEY, None)
     save_file(tensors if tensors is not None else old_tensors, str(dst), metadata={**old_meta, **(meta or {})})
     return dst
 
@@ -240,3 +244,127 @@ def test_models_command_adds_up_the_init_chain():
     assert training_minutes(chain) == (105.8, 3)
     assert training_minutes({"steps": 3}) == (0.0, 0)
     assert training_minutes({"minutes": 5, "init": {"file": "no minutes recorded"}}) == (5.0, 1)
+
+
+# --- hostile metadata, damaged tensors, the digest (issue 13, items 3 and 4) ---------------------
+
+
+def _without_digest(src: Path, dst: Path) -> Path:
+    with safe_open(str(src), framework="pt") as fh:
+        meta = {k: v for k, v in fh.metadata().items() if k != DIGEST_KEY}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize("change", [
+    {"base_width": 4096}, {"default_size": 32768}, {"default_size": 100}, {"decoder_width": 1 << 20},
+    {"decoder_width": "128"}, {"width_div": 0}, {"temperature": float("nan")}, {"neighbours": True},
+    {"no_such_key": 1}, {"block_config": "6,12,24,16"}, {"global_size": 4096},
+])
+def test_hostile_config_refused_before_anything_is_built(mcl_file, tmp_path, monkeypatch, change):
+    cfg = json.dumps({**read_metadata(mcl_file)["config"], **change})
+    path = _rewrite(mcl_file, tmp_path / "evil.safetensors", meta={"config": cfg})
+
+    def never(*a, **k):
+        raise AssertionError("a model was built from a hostile config")
+
+    monkeypatch.setattr(W, "create_model", never)
+    key = next(iter(change))
+    _raises_naming(path, rf"config does not match model 'test_mcl' \((unknown )?config (key )?'?{key}")
+
+
+def test_bounds_accept_every_registered_model_and_shipped_file():
+    from colorcli.bounds import ConfigError, check_config, check_default_size
+    from colorcli.models import list_models
+    from colorcli.paths import REPO_WEIGHTS
+
+    for name in list_models(include_test=True):
+        check_config(name, create_model(name, pretrained=False).config_dict())
+    for path in sorted(REPO_WEIGHTS.glob("*.safetensors")):
+        read_metadata(path)  # shipped files pass the config check
+    assert check_default_size("160") == 160
+    with pytest.raises(ConfigError, match="default_size = 32768 is out of bounds"):
+        check_default_size("32768")
+
+
+def test_digest_is_written_and_order_stable(mcl_file):
+    from safetensors.torch import load_file
+
+    state = load_file(str(mcl_file))
+    digest = read_metadata(mcl_file)[DIGEST_KEY]
+    assert len(digest) == 64 and W.tensors_digest(state) == digest
+    assert W.tensors_digest(dict(reversed(list(state.items())))) == digest
+    one = next(iter(state))
+    changed = {**state, one: state[one].clone()}
+    changed[one].view(-1)[0] += 1
+    assert W.tensors_digest(changed) != digest
+
+
+def _tensor_region(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    return 8 + int.from_bytes(data[:8], "little"), len(data)
+
+
+def test_bit_flips_are_refused_by_the_digest(mcl_file, tmp_path):
+    data = bytearray(mcl_file.read_bytes())
+    start, end = _tensor_region(mcl_file)
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(start, end, 20):
+        data[pos] ^= 1 << int(rng.integers(0, 6))  # low mantissa bits: finite, silently wrong
+    path = tmp_path / "flipped.safetensors"
+    path.write_bytes(bytes(data))
+    _raises_naming(path, "tensors do not match the file's sha256")
+
+
+def test_ff_block_refused_with_or_without_digest(mcl_file, tmp_path):
+    for name, src in [("with", mcl_file), ("without", _without_digest(mcl_file, tmp_path / "nodigest.safetensors"))]:
+        data = bytearray(src.read_bytes())
+        start, end = _tensor_region(src)
+        mid = (start + end) // 2
+        data[mid:mid + 4096] = b"\xff" * 4096  # fp16 0xFFFF is NaN
+        path = tmp_path / f"ff_{name}.safetensors"
+        path.write_bytes(bytes(data))
+        _raises_naming(path, "sha256" if name == "with" else "holds NaN or infinite values")
+
+
+def test_file_without_digest_still_loads(mcl_file, tmp_path):
+    path = _without_digest(mcl_file, tmp_path / "old.safetensors")
+    model = load_weights(path)
+    assert DIGEST_KEY not in model.weights_meta
+
+
+def test_stamp_adds_the_digest_and_keeps_tensors_bit_identical(mcl_file, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    path = _without_digest(mcl_file, tmp_path / "old.safetensors")
+    before = load_file(str(path))
+    with safe_open(str(path), framework="pt") as fh:
+        meta_before = fh.metadata()
+    assert W.main(["stamp", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: {DIGEST_KEY} {read_metadata(mcl_file)[DIGEST_KEY]}"
+    after = load_file(str(path))
+    assert before.keys() == after.keys()
+    for k, v in before.items():
+        assert v.dtype == after[k].dtype and torch.equal(v.reshape(-1).view(torch.uint8),
+                                                         after[k].reshape(-1).view(torch.uint8))
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {**meta_before, DIGEST_KEY: read_metadata(mcl_file)[DIGEST_KEY]}
+    load_weights(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.safetensors"]  # no temp file left
+    # A damaged file is not stamped into looking whole.
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 1
+    path.write_bytes(bytes(data))
+    assert W.main(["stamp", str(path)]) == 1
+    assert "sha256" in capsys.readouterr().err
+
+
+def test_oversized_file_refused_by_its_size(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as fh:
+        fh.truncate(W.MAX_WEIGHTS_BYTES + 1)  # sparse: costs no disk
+    try:
+        _raises_naming(path, "file too large for a weights file")
+    finally:
+        path.unlink()

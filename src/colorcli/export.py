@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -190,6 +191,7 @@ def export_model(
     parity_shapes: Sequence[tuple[int, int, int]] = PARITY_SHAPES,
     weights_path: Path | None = None,
     weights_meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Export ``model`` (its decoding included) to ``out`` after checking it against PyTorch.
 
@@ -199,11 +201,14 @@ def export_model(
     regression models), ``decode`` (the model's ``decode_info()``, applied in the graph),
     ``precision``, ``input``, ``output``, ``weights`` (file, sha256, training metrics) and
     ``parity`` (the max |Δchroma| found per shape). Raises :class:`ExportError` if tracing,
-    onnx.checker or the parity check fails; nothing is written then.
+    onnx.checker or the parity check fails; nothing is written then. An existing ``out`` is
+    replaced only with ``overwrite`` (checked first, and again at the atomic rename).
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: the output file name must end in .onnx")
+    if not overwrite and os.path.lexists(out):
+        raise ExportError(f"{out}: exists (use --overwrite to replace it)")
     _check_opset(opset)
     arch = model.arch
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model stays where it is
@@ -294,7 +299,7 @@ def export_model(
     proto.producer_version = __version__
     proto.doc_string = f"colorcli {arch}: L -> decoded chroma ({model.chroma_space})"
     data = proto.SerializeToString()
-    atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data, overwrite=overwrite)
     return ExportReport(out, arch, len(data), opset, "fp16" if fp16 else "fp32", parity, meta)
 
 
@@ -306,14 +311,18 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     temperature: float | None = None,
+    overwrite: bool = False,
 ) -> ExportReport:
     """Export registered model ``name`` from ``weights`` (default: its shipped file) to ``out``."""
     from colorcli.weights import load_named
 
+    if not overwrite and os.path.lexists(out):  # before the minutes of tracing, not after
+        raise ExportError(f"{out}: exists (use --overwrite to replace it)")
     model = load_named(name, weights)
     weights = weights or model.weights_path
     return export_model(model, out, opset=opset, fp16=fp16, temperature=temperature,
-                        weights_path=weights, weights_meta=getattr(model, "weights_meta", None))
+                        weights_path=weights, weights_meta=getattr(model, "weights_meta", None),
+                        overwrite=overwrite)
 
 
 def _sha256(path: Path) -> str:

@@ -1,15 +1,18 @@
-"""Reading and writing photos: Pillow for most formats, tifffile and a small PNG codec for 16-bit.
+"""Reading and writing photos: Pillow for most formats, tifffile and libpng (imagecodecs) for 16-bit.
 
 Reading accepts every mode a scanned archive throws at us (1, L, LA, P with transparency, RGB,
 RGBA, CMYK (through its profile if it has one), CIELab TIFF, I;16, I, F, 16-bit RGB(A) PNG and
-TIFF); EXIF orientation is applied to the pixels; 16-bit data keeps its precision as float;
-multi-frame files give their first frame (said in a note). Every problem with an input —
-missing, unreadable, not an image, corrupt, truncated, too large, too small — is an
-:class:`ImageReadError` naming the file; no decoder exception or warning escapes.
+TIFF, planar TIFF, AVIF, JPEG 2000); EXIF orientation is applied to the pixels; 16-bit data
+keeps its precision as float; multi-frame files give their first frame (said in a note). Every
+problem with an input — missing, unreadable, not an image, corrupt, truncated, too large, too
+small — is an :class:`ImageReadError` naming the file; no decoder exception or warning escapes.
+Nothing read from a file allocates without bound: a file over :data:`MAX_FILE_BYTES` is refused
+by its size, pixels over :data:`MAX_PIXELS` by the header, and every decompression of a chunk
+we read ourselves has an output limit.
 
 Writing is atomic (temp file beside the target + rename), so an interrupted run never leaves a
 partial file. Pillow cannot write 16-bit colour, so 16-bit PNG goes through :func:`encode_png16`
-(numpy + zlib) and 16-bit TIFF through tifffile; both read back exactly with :func:`read_photo`.
+(libpng) and 16-bit TIFF through tifffile; both read back exactly with :func:`read_photo`.
 """
 
 from __future__ import annotations
@@ -36,15 +39,26 @@ from colorcli.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
-     ".pgm", ".ppm", ".pbm", ".pnm"}
+     ".pgm", ".ppm", ".pbm", ".pnm", ".avif", ".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx"}
 )
 # Formats Pillow may decode for us (JPEG covers MPO). Anything else (EPS via Ghostscript, PSD,
 # ICO, ...) is refused: an archive can hold hostile files, and we only promise photo formats.
-_PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "PPM")
+# AVIF and JPEG 2000 come with Pillow's wheels (libavif, OpenJPEG); a Pillow built without them
+# refuses those files as "not an image".
+_PIL_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "PPM", "AVIF", "JPEG2000")
 # Pillow's own bomb limit is a warning at 89 MP and an error at 179 MP; we refuse at our limit
 # with one clear line instead (a 120 MP photo needs about 4 GB of float planes downstream).
 MAX_PIXELS = 120_000_000
 MIN_SIDE = 2
+# A file over this is refused by its size before it is opened: an uncompressed 120 MP 16-bit
+# RGBA TIFF is 0.96 GB. Pillow's own bomb check (Image.MAX_IMAGE_PIXELS, an error at twice it)
+# stays in force and is never switched off here.
+MAX_FILE_BYTES = 2 << 30
+# 16-bit PNG: the chunks read besides pixel data (iCCP, eXIf, tRNS, acTL) are at most this big,
+# and an ICC profile may decompress to at most MAX_ICC_BYTES (real ones are under 1 MB).
+MAX_PNG_CHUNK = 16 << 20
+MAX_ICC_BYTES = 16 << 20
+_PNG16_CHUNKS = frozenset({b"IHDR", b"IDAT", b"iCCP", b"eXIf", b"tRNS", b"acTL", b"IEND"})
 
 # Output suffix -> Pillow format name; 16-bit colour is possible for PNG and TIFF only.
 OUTPUT_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -104,18 +118,18 @@ def read_photo(path: Path, *, max_pixels: int = MAX_PIXELS) -> Photo:
     Raises :class:`ImageReadError` naming the file for every input problem.
     """
     path = Path(path)
-    _check_file(path)
+    size = _check_file(path)
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Our own limit (MAX_PIXELS) is checked with a clear message; Pillow's is noise here.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        photo = _read(path, max_pixels)
+        photo = _read(path, size, max_pixels)
     said = dict.fromkeys(" ".join(str(w.message).split()) for w in caught)  # unique, in order
     photo.notes.extend(f"decoder warning: {text}" for text in said if text)
     return photo
 
 
-def _read(path: Path, max_pixels: int) -> Photo:
+def _read(path: Path, size: int, max_pixels: int) -> Photo:
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, Pillow reads lazily from it
     except OSError as exc:
@@ -128,13 +142,9 @@ def _read(path: Path, max_pixels: int) -> Photo:
             raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
         if _is_png16_colour(head):
             try:
-                data = fh.read()
+                return _read_png16(path, fh, size, max_pixels)
             except OSError as exc:
                 raise ImageReadError(f"{path}: cannot read ({_reason(exc)})") from None
-            photo = _read_png16(path, data, max_pixels)
-            if photo is not None:
-                return photo
-            fh.seek(0)  # interlaced: Pillow reads it, at 8 bits
         return _read_with_pillow(path, fh, max_pixels)
 
 
@@ -144,7 +154,9 @@ def read_rgb(path: Path) -> Image.Image:
     return Image.fromarray(np.round(photo.rgb * 255).astype(np.uint8), "RGB")
 
 
-def _check_file(path: Path) -> None:
+def _check_file(path: Path) -> int:
+    """The size of ``path`` in bytes, once it is known to be a regular, non-empty file within
+    :data:`MAX_FILE_BYTES` (checked by ``stat``, before a byte is read)."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -162,6 +174,11 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(f"{path}: not a regular file")
     if st.st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageReadError(
+            f"{path}: file too large ({st.st_size / 2**30:.1f} GiB, limit {MAX_FILE_BYTES >> 30} GiB)"
+        )
+    return st.st_size
 
 
 def _reason(exc: BaseException) -> str:
@@ -384,9 +401,12 @@ def _read_tiff16(path: Path, fh: io.BufferedReader, img: Image.Image, frames: in
         with tifffile.TiffFile(fh) as tif:
             page = tif.pages[0]
             extra = len(page.extrasamples or ())
+            planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
             data = page.asarray()
     except Exception as exc:  # noqa: BLE001 - tifffile's errors on hostile files, as for Pillow
         raise ImageReadError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
+    if planar and data.ndim == 3 and data.shape[0] in (3, 4):
+        data = np.moveaxis(data, 0, -1)  # (samples, H, W), one plane per channel -> (H, W, samples)
     if data.ndim != 3 or data.shape[2] not in (3, 4) or data.dtype.kind not in "ui":
         raise ImageReadError(f"{path}: unsupported TIFF layout {data.shape} {data.dtype}")
     scale = float(np.iinfo(data.dtype).max)
@@ -420,7 +440,7 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# 16-bit colour PNG: Pillow reads it at 8 bits and cannot write it, so a small codec does both.
+# 16-bit colour PNG: Pillow reads it at 8 bits and cannot write it, so libpng does both.
 
 
 def _is_png16_colour(head: bytes) -> bool:
@@ -429,77 +449,99 @@ def _is_png16_colour(head: bytes) -> bool:
             and head[24] == 16 and head[25] in (2, 6))
 
 
-def _png_chunks(path: Path, data: bytes):
-    """Yield (type, payload) of each chunk, checking lengths and CRCs."""
-    pos = 8
-    while True:
-        if pos + 8 > len(data):
-            raise ImageReadError(f"{path}: corrupt or truncated image (PNG ends before IEND)")
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        end = pos + 8 + length
-        if end + 4 > len(data):
-            raise ImageReadError(f"{path}: corrupt or truncated image (PNG chunk {ctype!r} cut short)")
-        payload = data[pos + 8:end]
-        (crc,) = struct.unpack(">I", data[end:end + 4])
-        if zlib.crc32(ctype + payload) != crc:
-            raise ImageReadError(f"{path}: corrupt image (bad CRC in PNG chunk {ctype!r})")
-        yield ctype, payload
-        if ctype == b"IEND":
-            return
-        pos = end + 4
+def _png_chunk_head(path: Path, fh: io.BufferedReader, remaining: int) -> tuple[bytes, int]:
+    """(type, length) of the next chunk; its payload and CRC must fit in ``remaining`` bytes."""
+    head = fh.read(8)
+    if len(head) < 8:
+        raise ImageReadError(f"{path}: corrupt or truncated image (PNG ends before IEND)")
+    length, ctype = struct.unpack(">I4s", head)
+    if length > 0x7FFFFFFF or 8 + length + 4 > remaining:
+        raise ImageReadError(f"{path}: corrupt or truncated image (PNG chunk {ctype!r} cut short)")
+    return ctype, length
 
 
-def _read_png16(path: Path, data: bytes, max_pixels: int) -> Photo | None:
-    """Decode a 16-bit RGB/RGBA PNG at full depth; None for interlaced ones (Pillow reads those)."""
+def _read_png16(path: Path, fh: io.BufferedReader, file_size: int, max_pixels: int) -> Photo:
+    """Decode a 16-bit RGB/RGBA PNG at full depth with libpng (imagecodecs).
+
+    Chunks are read one at a time, each with a size limit: the ones we use (IHDR, IDAT, iCCP,
+    eXIf, tRNS, acTL, IEND) are checked against their CRC, the rest are skipped unread. The
+    pixel data may not exceed what the header's size can hold; the ICC profile is decompressed
+    to at most :data:`MAX_ICC_BYTES`. libpng then decodes a clean stream of IHDR + IDAT + IEND,
+    so it never sees a hostile ancillary chunk.
+    """
+    import imagecodecs
+
+    header: tuple[int, ...] | None = None
     idat: list[bytes] = []
+    idat_len = idat_cap = 0
     icc = exif_raw = trns = None
     frames = 1
-    header = None
-    for ctype, payload in _png_chunks(path, data):
+    fh.seek(8)
+    pos = 8
+    while True:
+        ctype, length = _png_chunk_head(path, fh, file_size - pos)
+        pos += 12 + length
+        if ctype not in _PNG16_CHUNKS:
+            fh.seek(length + 4, os.SEEK_CUR)  # text, gamma, private chunks: not ours to read
+            continue
+        if ctype == b"IDAT":
+            idat_len += length
+            if header is None or idat_len > idat_cap:
+                raise ImageReadError(f"{path}: corrupt image (more PNG pixel data than its size can hold)")
+        elif length > MAX_PNG_CHUNK:
+            raise ImageReadError(
+                f"{path}: corrupt image (PNG chunk {ctype.decode('latin-1')} is {length} bytes, "
+                f"limit {MAX_PNG_CHUNK >> 20} MiB)"
+            )
+        payload = fh.read(length)
+        crc = fh.read(4)
+        if len(payload) != length or len(crc) != 4:
+            raise ImageReadError(f"{path}: corrupt or truncated image (PNG chunk {ctype!r} cut short)")
+        if zlib.crc32(ctype + payload) != struct.unpack(">I", crc)[0]:
+            raise ImageReadError(f"{path}: corrupt image (bad CRC in PNG chunk {ctype!r})")
         if ctype == b"IHDR":
-            if len(payload) != 13:
+            if len(payload) != 13 or header is not None:
                 raise ImageReadError(f"{path}: corrupt image (bad PNG header)")
             header = struct.unpack(">IIBBBBB", payload)
+            w, h, depth, colour, compression, filt, interlace = header
+            if compression or filt or interlace > 1 or depth != 16 or colour not in (2, 6):
+                raise ImageReadError(f"{path}: corrupt image (unsupported PNG header values)")
+            _check_size(path, w, h, max_pixels)
+            raw = h * (1 + w * 2 * (3 if colour == 2 else 4))
+            # Deflate adds at most ~5 bytes per 16 KiB stored block; interlacing a filter byte
+            # per row of each of its 7 passes.
+            idat_cap = raw + raw // 1000 + 8 * h + 65536
         elif ctype == b"IDAT":
             idat.append(payload)
         elif ctype == b"iCCP":
-            name_end = payload.find(b"\0")
-            try:
-                icc = zlib.decompress(payload[name_end + 2:]) if name_end > 0 else None
-            except zlib.error:
-                icc = None  # a broken profile must not cost the photo
+            icc = _png_icc(path, payload)
         elif ctype == b"eXIf":
             exif_raw = payload
         elif ctype == b"tRNS":
             trns = payload
         elif ctype == b"acTL" and len(payload) >= 4:
             frames = max(1, struct.unpack(">I", payload[:4])[0])
+        elif ctype == b"IEND":
+            break
     assert header is not None  # _is_png16_colour saw IHDR first
-    w, h, depth, colour, compression, filt, interlace = header
-    if compression or filt or depth != 16 or colour not in (2, 6):
-        raise ImageReadError(f"{path}: corrupt image (unsupported PNG header values)")
-    _check_size(path, w, h, max_pixels)
-    if interlace:
-        return None
+    if not idat:
+        raise ImageReadError(f"{path}: corrupt or truncated image (PNG has no pixel data)")
+    w, h, _, colour, *_ = header
     channels = 3 if colour == 2 else 4
-    bpp = 2 * channels
-    expected = h * (1 + w * bpp)
-    dec = zlib.decompressobj()
+    stream = b"".join([_PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", *header)),
+                       *(_chunk(b"IDAT", part) for part in idat), _chunk(b"IEND", b"")])
+    del idat
     try:
-        # max_length bounds memory against a zip bomb: never more than the image needs (+1).
-        raw = dec.decompress(b"".join(idat), expected + 1)
-    except zlib.error as exc:
-        raise ImageReadError(f"{path}: corrupt image data ({exc})") from None
-    if len(raw) != expected:
+        values = imagecodecs.png_decode(stream)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - libpng's errors on damaged data, as for Pillow
+        raise ImageReadError(f"{path}: corrupt image data ({_reason(exc)})") from None
+    del stream
+    if values.shape != (h, w, channels) or values.dtype != np.uint16:
         raise ImageReadError(
-            f"{path}: corrupt or truncated image (pixel data is {len(raw)} bytes, expected {expected})"
+            f"{path}: corrupt image (decoded {values.shape} {values.dtype}, expected {(h, w, channels)})"
         )
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, 1 + w * bpp)
-    filters = rows[:, 0]
-    if filters.max(initial=0) > 4:
-        raise ImageReadError(f"{path}: corrupt image (unknown PNG filter type {int(filters.max())})")
-    pixels = _unfilter(filters, rows[:, 1:].reshape(h, w, bpp))
-    values = pixels.view(">u2").reshape(h, w, channels)
     notes: list[str] = []
     if frames > 1:
         notes.append(f"{frames} frames: only the first is colorized")
@@ -529,61 +571,48 @@ def _read_png16(path: Path, data: bytes, max_pixels: int) -> Photo | None:
     return photo
 
 
-def _unfilter(filters: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """Undo PNG row filters: ``data`` uint8 ``(H, W, bpp)`` -> reconstructed ``(H, W, bpp)``.
-
-    Each byte depends on its left, upper and upper-left neighbours, so all pixels on one
-    anti-diagonal (y + x = d) are independent: H + W - 1 vectorised steps instead of H * W.
-    """
-    h, w, bpp = data.shape
-    # recon[y + 1, x + 1] is pixel (y, x); the zero row/column are PNG's "outside" bytes.
-    recon = np.zeros((h + 1, w + 1, bpp), dtype=np.uint8)
-    f_all = filters.astype(np.int16)
-    for d in range(h + w - 1):
-        y0, y1 = max(0, d - w + 1), min(h, d + 1)
-        ys = np.arange(y0, y1)
-        xs = d - ys
-        a = recon[ys + 1, xs].astype(np.int16)
-        b = recon[ys, xs + 1].astype(np.int16)
-        c = recon[ys, xs].astype(np.int16)
-        t = f_all[ys][:, None]
-        p = a + b - c
-        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        pred = np.select([t == 1, t == 2, t == 3, t == 4], [a, b, (a + b) >> 1, paeth], 0)
-        recon[ys + 1, xs + 1] = (data[ys, xs].astype(np.int16) + pred).astype(np.uint8)
-    return np.ascontiguousarray(recon[1:, 1:])
+def _png_icc(path: Path, payload: bytes) -> bytes | None:
+    """The profile of an iCCP chunk (name, 0, method, zlib data), decompressed with a bound."""
+    name_end = payload.find(b"\0")
+    if name_end <= 0 or name_end + 2 > len(payload):
+        return None
+    dec = zlib.decompressobj()
+    try:
+        # max_length: a bomb stops here, at the limit, whatever it would expand to.
+        icc = dec.decompress(payload[name_end + 2:], MAX_ICC_BYTES + 1)
+    except zlib.error:
+        return None  # a broken profile must not cost the photo
+    if len(icc) > MAX_ICC_BYTES:
+        raise ImageReadError(
+            f"{path}: ICC profile decompresses to more than {MAX_ICC_BYTES >> 20} MiB "
+            "(refused: a decompression bomb?)"
+        )
+    return icc
 
 
 def encode_png16(
     rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None,
     provenance: dict | None = None,
 ) -> bytes:
-    """uint16 ``(H, W, 3)`` or ``(H, W, 4)`` (RGBA) -> a 16-bit PNG file's bytes.
+    """uint16 ``(H, W, 3)`` or ``(H, W, 4)`` (RGBA) -> a 16-bit PNG file's bytes (libpng).
 
-    Rows use the "Up" filter (vectorised, and it compresses smooth photos well). The profile
-    goes into iCCP and the EXIF (with or without Pillow's ``Exif\\0\\0`` prefix) into eXIf.
+    The profile goes into iCCP and the EXIF (with or without Pillow's ``Exif\\0\\0`` prefix)
+    into eXIf, both right after IHDR, where the PNG spec wants iCCP.
     """
+    import imagecodecs
+
     if rgb16.dtype != np.uint16 or rgb16.ndim != 3 or rgb16.shape[2] not in (3, 4):
         raise ValueError(f"need uint16 (H, W, 3|4), got {rgb16.dtype} {rgb16.shape}")
-    h, w, c = rgb16.shape
-    raw = np.ascontiguousarray(rgb16, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
-    rows = np.empty((h, 1 + raw.shape[1]), dtype=np.uint8)
-    rows[:, 0] = 2
-    rows[0, 1:] = raw[0]
-    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps mod 256, as PNG's
-    out = [_PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0))]
+    png = bytes(imagecodecs.png_encode(np.ascontiguousarray(rgb16), level=6))
+    extra = []
     if icc_profile:
-        out.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+        extra.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
-        out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+        extra.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
     if provenance:  # iTXt: keyword, no compression, no language, no translated keyword, UTF-8
-        out.append(_chunk(b"iTXt", PROVENANCE_KEY.encode() + b"\0\0\0\0\0" + _provenance_json(provenance).encode()))
-    compressed = zlib.compress(rows.tobytes(), 6)
-    step = 1 << 23
-    out += [_chunk(b"IDAT", compressed[i:i + step]) for i in range(0, len(compressed), step)]
-    out.append(_chunk(b"IEND", b""))
-    return b"".join(out)
+        extra.append(_chunk(b"iTXt", PROVENANCE_KEY.encode() + b"\0\0\0\0\0" + _provenance_json(provenance).encode()))
+    ihdr_end = len(_PNG_SIGNATURE) + 8 + 13 + 4
+    return png[:ihdr_end] + b"".join(extra) + png[ihdr_end:]
 
 
 def _chunk(ctype: bytes, payload: bytes) -> bytes:

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from colorcli import refine
+from colorcli.bounds import ConfigError, check_default_size
 from colorcli.errors import ColorcliError, WeightsError
 from colorcli.paths import find_shipped, weights_dirs
 from colorcli.sizing import MAX_ASPECT, MULTIPLE, network_size
@@ -173,6 +174,10 @@ def read_onnx_info(meta: dict[str, str], path: Path) -> OnnxInfo:
         raise WeightsError(f"{path}: colorcli metadata is incomplete or broken ({exc})") from None
     if space not in ("lab", "luv"):
         raise WeightsError(f"{path}: unknown chroma space {space!r} in its metadata")
+    try:
+        size = check_default_size(size)  # bounded before any buffer is sized from it
+    except ConfigError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
     return OnnxInfo(model, space, size, temp, meta.get("precision", "fp32"), dict(meta))
 
 

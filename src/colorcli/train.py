@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from colorcli import __version__, color, metrics
+from colorcli.bounds import ConfigError, check_config
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.files import atomic_write_stream
@@ -308,6 +309,11 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
                 f"{cfg.resume}: checkpoint is for model {state.get('arch')!r}, not {cfg.model!r}"
             )
         cfg = _merge_resume_config(cfg, state["config"])
+        try:  # the checkpoint's model config is bounded before anything is built from it
+            check_config(cfg.model, cfg.model_args)
+            check_config(cfg.model, state.get("model_config") or {})
+        except ConfigError as exc:
+            raise TrainingError(f"{cfg.resume}: {exc}") from None
     if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
         raise TrainingError("give --minutes, --epochs or --max-steps")
     select = cfg.select or "loss"

@@ -1,14 +1,23 @@
 """Shipped weights: ``.safetensors`` (fp16) plus metadata that rebuilds the model.
 
 Metadata keys (all strings, JSON where structured): ``format``, ``format_version``, ``arch``,
-``config``, ``normalisation``, ``training``, ``metrics``, ``colorcli_version``. Loading rebuilds
-the architecture from the stored ``arch`` and ``config`` and loads the tensors with
-``strict=True``; any mismatch is a :class:`WeightsError` naming the file.
+``config``, ``normalisation``, ``training``, ``metrics``, ``colorcli_version`` and
+``tensors_sha256`` (see :func:`tensors_digest`). Loading checks the file's size, the config's
+values (:mod:`colorcli.bounds`) before anything is built, the tensors' digest when the file
+has one and that every float tensor is finite; then it rebuilds the architecture from the
+stored ``arch`` and ``config`` and loads the tensors with ``strict=True``. Any problem is a
+:class:`WeightsError` naming the file.
+
+``python -m colorcli.weights stamp FILE...`` writes the digest into files made before it existed
+(tensors and other metadata unchanged, bit for bit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from colorcli import __version__, color
+from colorcli.bounds import ConfigError, check_config
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
 from colorcli.files import atomic_write
 from colorcli.models import ColorModel, create_model, list_models
@@ -25,6 +35,25 @@ from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_di
 
 FORMAT = "colorcli-weights"
 FORMAT_VERSION = 1
+# The largest shipped file is 16 MB and the paper-width unet 62 MB in fp16: a weights file over
+# this is refused by its size before a byte is read. The header (JSON metadata) is read whole.
+MAX_WEIGHTS_BYTES = 1 << 29  # 512 MiB
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB
+DIGEST_KEY = "tensors_sha256"
+
+
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors by name: each name, dtype, shape and raw bytes, names sorted.
+
+    Independent of the order tensors sit in the file; the same for the state dict written and
+    the tensors read back, since safetensors keeps dtypes and bytes exactly.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def default_weights_path(name: str) -> Path | None:
@@ -60,8 +89,14 @@ def save_weights(
         "training": json.dumps(training or {}),
         "metrics": json.dumps(metrics or {}),
         "colorcli_version": __version__,
+        DIGEST_KEY: tensors_digest(state),
     }
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    _save_atomic(state, path, meta)
+    return path
+
+
+def _save_atomic(state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -69,6 +104,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
+    _check_sizes(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = fh.metadata() or {}
@@ -85,16 +121,48 @@ def read_metadata(path: Path) -> dict[str, Any]:
     for key in ("config", "normalisation", "training", "metrics"):
         try:
             meta[key] = json.loads(raw.get(key, "{}"))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise WeightsError(f"{path}: metadata field {key!r} is not valid JSON") from None
+    arch = str(meta.get("arch", ""))
+    try:
+        check_config(arch, meta["config"])
+    except ConfigError as exc:
+        raise WeightsError(f"{path}: config does not match model {arch!r} ({exc})") from None
     return meta
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _check_sizes(path: Path) -> None:
+    """Refuse a file, or a metadata header, too large to be ours before reading it."""
     try:
-        return load_file(str(path))
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if size > MAX_WEIGHTS_BYTES:
+        raise WeightsError(
+            f"{path}: file too large for a weights file ({size / 2**20:.0f} MiB, limit {MAX_WEIGHTS_BYTES >> 20} MiB)"
+        )
+    if len(head) == 8 and (n := struct.unpack("<Q", head)[0]) > MAX_HEADER_BYTES:
+        raise WeightsError(
+            f"{path}: not a valid safetensors file (header of {n} bytes, limit {MAX_HEADER_BYTES >> 20} MiB)"
+        )
+
+
+def _read_tensors(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``, checked against the digest in ``meta`` (when it has one) and
+    for NaN/inf (always): a damaged file is an error, never a silently wrong photo."""
+    try:
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from None
+    want = meta.get(DIGEST_KEY)
+    if want is not None and tensors_digest(state) != want:
+        raise WeightsError(f"{path}: tensors do not match the file's sha256 (damaged or modified file)")
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise WeightsError(f"{path}: tensor {name!r} holds NaN or infinite values (damaged file)")
+    return state
 
 
 def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
@@ -102,8 +170,8 @@ def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
     across architectures, e.g. ``l2`` from ``mcl``: same encoder and decoder, another head).
     Returns (tensors copied, tensors the model has)."""
     path = Path(path)
-    read_metadata(path)  # a clear WeightsError for a file that is not ours
-    state = _read_tensors(path)
+    meta = read_metadata(path)  # a clear WeightsError for a file that is not ours
+    state = _read_tensors(path, meta)
     ref = model.state_dict()
     matched = {k: v.to(ref[k].dtype) for k, v in state.items() if k in ref and v.shape == ref[k].shape}
     model.load_state_dict(matched, strict=False)
@@ -133,6 +201,7 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
     arch = meta.get("arch", "")
     if expect_arch is not None and arch != expect_arch:
         raise WeightsError(f"{path}: holds weights for model {arch!r}, not {expect_arch!r}")
+    state = _read_tensors(path, meta)  # bounded by the file size; checked before building
     try:
         model = create_model(arch, **{**meta["config"], "pretrained": False})
     except UnknownModelError:
@@ -141,7 +210,8 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
         ) from None
     except TypeError as exc:
         raise WeightsError(f"{path}: config does not match model {arch!r} ({exc})") from None
-    state = _read_tensors(path)
+    except ColorcliError as exc:  # a family's own config check (e.g. densenet's block_config)
+        raise WeightsError(f"{path}: {exc}") from None
     ref = model.state_dict()
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     try:
@@ -153,3 +223,36 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
     model.weights_meta = meta
     model.weights_path = path
     return model.eval()
+
+
+def stamp(path: Path) -> str:
+    """Write the tensors' digest into ``path``'s metadata, atomically; tensors and the other
+    metadata stay exactly as they were. Returns the digest. Refuses a file whose tensors do not
+    match a digest it already has, or that fails any other load check."""
+    path = Path(path)
+    meta = read_metadata(path)
+    state = _read_tensors(path, meta)
+    with safe_open(str(path), framework="pt") as fh:
+        raw = dict(fh.metadata() or {})
+    raw[DIGEST_KEY] = tensors_digest(state)
+    _save_atomic(state, path, raw)
+    return raw[DIGEST_KEY]
+
+
+def main(argv: list[str]) -> int:
+    """``python -m colorcli.weights stamp FILE...``: one line per file, exit 1 if any failed."""
+    if len(argv) < 2 or argv[0] != "stamp":
+        print("usage: python -m colorcli.weights stamp FILE...", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in argv[1:]:
+        try:
+            print(f"{name}: {DIGEST_KEY} {stamp(Path(name))}")
+        except ColorcliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -21,13 +21,15 @@ def export(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store the weights in half precision: half the file, lossless for colorcli weights (kept in fp16); computation stays float32.")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
 ) -> None:
     """Export a model to ONNX with dynamic batch, height and width (multiples of 32)."""
     from colorcli.export import export_onnx
 
     with user_errors():
         model, weights_file = parse_weights(weights, model)
-        report = export_onnx(model, output, weights=weights_file, opset=opset, fp16=fp16, temperature=temperature)
+        report = export_onnx(model, output, weights=weights_file, opset=opset, fp16=fp16, temperature=temperature,
+                             overwrite=overwrite)
     for (b, h, w), diff in report.parity:
         err.print(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)", markup=False, highlight=False)
     err.print(f"{report.model}: opset {report.opset}, {report.precision}, {report.bytes / 2**20:.1f} MiB",
