@@ -58,8 +58,14 @@ def colorize(
 ) -> None:
     """Colorize black-and-white photos at their full resolution."""
     from colorcli.batch import plan_jobs, prepare_out_dir
-    from colorcli.models import list_models
     from colorcli.sizing import check_size
+
+    try:  # the model registry needs torch; the onnx backend runs without it
+        from colorcli.models import list_models
+
+        model_names = list_models()
+    except ImportError:
+        model_names = []
 
     set_verbosity(quiet, verbose)
     if bit_depth == "16" and fmt == "jpg":
@@ -96,7 +102,7 @@ def colorize(
             fmt = "png" if fmt == "same" and from_stdin else fmt
         with user_errors():
             plan = plan_jobs(inputs, out_dir, suffix=suffix, fmt=fmt, recursive=recursive,
-                             also_suffixes=[model_suffix(m) for m in list_models()])
+                             also_suffixes=[model_suffix(m) for m in model_names])
             if not plan.jobs and not plan.failed:
                 raise ColorcliError(f"no image files found in {', '.join(str(p) for p in inputs)}")
             if to_stdout and len(plan.jobs) + len(plan.failed) != 1:
