@@ -339,7 +339,7 @@ class OnnxColorizer:
 
     def network_input(self, L: np.ndarray) -> np.ndarray:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased bilinear)."""
-        h, w = network_size(*L.shape, self.size)
+        h, w = network_size(*L.shape, self.size, default=self.info.default_size)
         img = Image.fromarray(np.ascontiguousarray(L, dtype=np.float32))
         small = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
         return small[None, None]

@@ -36,13 +36,24 @@ BAND_PIXELS = 1 << 18
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps (Apple Silicon), then cpu; an asked-for device that is not
+    there is a one-line error."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ColorcliError("--device cuda was asked for but no CUDA GPU is available")
-    if device not in ("cpu", "cuda"):
-        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "mps" and not _mps_available():
+        raise ColorcliError("--device mps was asked for but this torch has no usable MPS (Apple Silicon) backend")
+    if device not in ("cpu", "cuda", "mps"):
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     return torch.device(device)
 
 
@@ -152,13 +163,14 @@ class Colorizer:
         if model is not None:
             model.to(self.device).eval()
             self.chroma_space = model.chroma_space
-            self.size = size if size is not None else model.config.default_size
+            self.default_size = model.config.default_size
             info = model.decode_info()
             if info.get("kind") == "annealed_mean":
                 self._bin_centres = torch.tensor(info["centres"], dtype=torch.float32)
         else:
             self.chroma_space = chroma_space or "lab"
-            self.size = size if size is not None else (default_size or 224)
+            self.default_size = default_size or 224
+        self.size = size if size is not None else self.default_size
         self._backend = backend
         network_size(64, 64, self.size)  # validates size early
 
@@ -227,7 +239,7 @@ class Colorizer:
 
     def network_input(self, L: np.ndarray) -> torch.Tensor:
         """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased)."""
-        h, w = network_size(*L.shape, self.size)
+        h, w = network_size(*L.shape, self.size, default=self.default_size)
         t = torch.from_numpy(np.ascontiguousarray(L))[None, None]
         return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
