@@ -22,7 +22,7 @@ def _run(*args: str):
 
 
 def _tiny(weights: Path) -> list[str]:
-    return ["--model", "test_mcl", "--weights", str(weights)]
+    return ["--model", "test_mcl", "--weights", str(weights), "--suffix", "_color"]  # names as for mcl
 
 
 def _files(folder: Path) -> list[str]:
@@ -109,7 +109,7 @@ def test_default_model_without_weights_is_a_clear_error(photo_dir, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     res = _run(photo_dir)
     assert res.exit_code == 2
-    assert "model 'mcl' has no shipped weights" in res.stderr
+    assert "model 'mcl' has no weights: mcl.safetensors is in none of" in res.stderr
 
 
 def test_one_pixel_image_rejected_clearly(tmp_path, tiny_weights):

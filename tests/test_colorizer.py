@@ -145,8 +145,22 @@ def test_unknown_model_and_missing_weights(tmp_path, monkeypatch):
         Colorizer.from_name("nope", weights=tmp_path / "x.safetensors")
     monkeypatch.setenv("COLORCLI_WEIGHTS", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ColorcliError, match="no shipped weights"):
+    with pytest.raises(ColorcliError, match="has no weights: .* is in none of"):
         Colorizer.from_name("test_mcl")
+
+
+def test_network_view_is_capped_at_the_photo_but_never_below_the_default():
+    """Issue 13: --size above the model's default never upscales the view past the photo's own
+    short side (rounded up to 32), and a small photo is still seen at the default size."""
+    from colorcli.inference.backends import ZeroChroma
+
+    big = Colorizer(ZeroChroma(default_size=160), InferenceSettings(size=1024))
+    assert big.network_input(np.zeros((527, 700), np.float32)).shape[2] == 544
+    assert big.network_input(np.zeros((100, 120), np.float32)).shape[2] == 160
+    small = Colorizer(ZeroChroma(default_size=160), InferenceSettings(size=128))
+    assert small.network_input(np.zeros((527, 700), np.float32)).shape[2] == 128  # smaller: as asked
+    with pytest.raises(ColorcliError, match="at most 1024"):
+        InferenceSettings(size=2048)
 
 
 def test_bad_device_is_a_user_error():
@@ -157,6 +171,11 @@ def test_bad_device_is_a_user_error():
     if not torch.cuda.is_available():
         with pytest.raises(ColorcliError, match="no CUDA"):
             resolve_device("cuda")
+    assert InferenceSettings(device="mps").device == "mps"  # offered; checked where torch runs it
+    with pytest.raises(ColorcliError, match="MPS provider"):
+        from colorcli.inference.backends import providers_for
+
+        providers_for("mps")
 
 
 def test_settings_are_one_frozen_validated_value():

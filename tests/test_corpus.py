@@ -79,7 +79,7 @@ def _invoke(args: list[str]):
 
 
 def _colorize_args(inp: Path, out: Path, weights: Path, *extra: str) -> list[str]:
-    return ["colorize", str(inp), "-o", str(out), "--model", "test_mcl", "--weights", str(weights), *extra]
+    return ["colorize", str(inp), "-o", str(out), "--model", "test_mcl", "--weights", str(weights), "--suffix", "_color", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ def _run(*args) -> object:
 
 
 def _tiny(weights: Path) -> list[str]:
-    return ["--model", "test_mcl", "--weights", str(weights)]
+    return ["--model", "test_mcl", "--weights", str(weights), "--suffix", "_color"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_ray_matches_local_engine_and_rerun_does_nothing(ray_runtime, archive, t
 def test_ray_overwrite_and_output_options(ray_runtime, archive, tiny_weights, tmp_path):
     """--overwrite, --format and --suffix mean the same with Ray; a finished batch starts nothing."""
     one = archive / "p01.jpg"
-    args = [one, "-o", tmp_path, "--format", "jpg", "--suffix", "_c", "--engine", "ray", "--workers", "1", *_tiny(tiny_weights)]
+    args = [one, "-o", tmp_path, *_tiny(tiny_weights), "--format", "jpg", "--suffix", "_c", "--engine", "ray", "--workers", "1"]
     assert _run(*args).stdout.splitlines() == [str(tmp_path / "p01_c.jpg")]
     res = _run(*args)
     assert res.exit_code == 0 and res.stdout == ""

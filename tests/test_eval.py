@@ -252,8 +252,7 @@ def test_cli_errors_exit_codes(photos, tmp_path):
     assert res.exit_code == 2 and "unknown model" in res.output
     res = _run(photos, "--weights", "test_mcl")
     assert res.exit_code == 2 and "NAME=PATH" in res.output
-    res = _run(photos)
-    assert res.exit_code == 2 and "nothing to evaluate" in res.output
+    # No --model: the default model mcl is scored (issue 13); tests/test_cli_newcomer.py checks it.
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     res = _run(photos, "--baseline", "gray", "--limit", "2")
     assert res.exit_code == 1 and "broken.png" in res.output

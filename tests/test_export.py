@@ -292,7 +292,7 @@ def test_colorize_cli_without_torch(exports, tiny_weights, photo_dir, tmp_path):
     res = CliRunner().invoke(app, ["colorize", str(photo_dir), "--model", "test_mcl", "--backend", "onnx",
                                    "--weights", str(tiny_weights)])
     assert res.exit_code == 2 and "--onnx with --backend onnx" in res.stderr
-    for name in ("a_color.png", "b_color.png", "c_color.png"):
+    for name in ("a_color_test_mcl.png", "b_color_test_mcl.png", "c_color_test_mcl.png"):  # non-default model: named
         a = np.asarray(Image.open(tmp_path / "onnx" / name), dtype=np.int16)
         b = np.asarray(Image.open(tmp_path / "torch" / name), dtype=np.int16)
         assert a.shape == b.shape

@@ -154,7 +154,7 @@ def test_cli_switches_change_the_output(tmp_path, tiny_weights):
         res = CliRunner().invoke(app, ["colorize", str(src), "-o", str(d), "-m", "test_mcl",
                                        "--weights", str(tiny_weights), "--device", "cpu", *flags])
         assert res.exit_code == 0, res.output
-        outs[d.name] = np.asarray(Image.open(d / "in_color.png"))
+        outs[d.name] = np.asarray(Image.open(d / "in_color_test_mcl.png"))  # a non-default model is named
     col = Colorizer.from_name("test_mcl", weights=tiny_weights,
                               settings=InferenceSettings(device="cpu", tta=False, refine=False))
     gray = np.asarray(Image.open(src), dtype=np.float32) / 255

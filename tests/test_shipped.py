@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from colorcli.inference import OnnxBackend
-from colorcli.paths import REPO_WEIGHTS, sha256_file
+from colorcli.files import sha256_file
+from colorcli.paths import REPO_WEIGHTS
 
 SHIPPED = sorted(p.stem for p in REPO_WEIGHTS.glob("*.safetensors"))
 

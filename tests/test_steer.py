@@ -239,7 +239,8 @@ def test_cli_hints_reference_saturation(tmp_path, tiny_weights, red_reference):
     ref.mkdir()
     Image.fromarray(np.round(red_reference.rgb * 255).astype(np.uint8)).save(ref / "p.png")
     runner = CliRunner()
-    base = ["colorize", str(src), "--weights", str(tiny_weights), "-m", "test_mcl", "--device", "cpu"]
+    base = ["colorize", str(src), "--weights", str(tiny_weights), "-m", "test_mcl", "--device", "cpu",
+            "--suffix", "_color"]  # a non-default model names its outputs otherwise
     res = runner.invoke(app, [*base, "-o", str(tmp_path / "plain")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, [*base, "-o", str(tmp_path / "steered"), "--hint", f"0.2,0.5={HINT}",

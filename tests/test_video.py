@@ -318,7 +318,7 @@ def test_bad_films_one_line_each_and_the_batch_goes_on(tmp_path, tiny_weights, p
     _audio_only(d / "song.m4a")
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["colorize", str(d), str(d / "song.m4a"), "-o", str(out),
-                                   "--model", "test_mcl", "--weights", str(tiny_weights)])
+                                   "--model", "test_mcl", "--weights", str(tiny_weights), "--suffix", "_color"])
     assert res.exit_code == 1, res.output
     failed = [line for line in res.stderr.splitlines() if line.startswith("failed:")]
     assert len(failed) == 4, failed

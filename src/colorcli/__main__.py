@@ -1,3 +1,3 @@
-from colorcli.cli import app
+from colorcli.cli import main
 
-app(prog_name="colorcli")
+main()

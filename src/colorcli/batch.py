@@ -28,16 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorcli.errors import ColorcliError, ImageWriteError, InferenceError, SteeringError
-from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, write_image
+from colorcli.errors import ColorcliError, ImageWriteError, InferenceError, OutputExistsError, SteeringError
+from colorcli.files import clean_stale_parts
+from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, read_provenance, write_image
 from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
 if TYPE_CHECKING:
     from colorcli.inference import Colorizer
 
-FORMATS = ("png", "jpg", "same")
+FORMATS = ("png", "jpg", "webp", "tiff", "same")
 BIT_DEPTHS = ("8", "16", "auto")
 DEFAULT_WORKERS = 2
+OTHER_RUN = "finished meanwhile by another run"
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,9 @@ class BatchResult:
             self.failed.append((job.source, detail or str(job.source)))
 
 
-# on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" or
-# "failed" (detail: the one-line reason). Always called from the calling thread.
+# on_event(job, status, detail): status is "done" (detail: notes or None), "skipped" (detail:
+# None, or OTHER_RUN when the output appeared while this run was working) or "failed" (detail:
+# the one-line reason). Always called from the calling thread.
 EventCallback = Callable[[Job, str, "str | None"], None]
 # on_frames(job, frames done, frames expected or None): a film's progress.
 FramesCallback = Callable[[Job, int, "int | None"], None]
@@ -124,20 +127,22 @@ FramesCallback = Callable[[Job, int, "int | None"], None]
 
 
 def collect_inputs(
-    inputs: Iterable[Path], *, recursive: bool = False
+    inputs: Iterable[Path], *, recursive: bool = False, exclude: Path | None = None
 ) -> tuple[list[tuple[Path, Path, bool]], list[tuple[Path, str]]]:
     """Expand files and folders into ``(file, base folder, found in a folder)`` triples.
 
-    Folders give their files with an image or film suffix, sorted, hidden ones left out; sub-folders
-    only with ``recursive``. Named files are taken whatever their suffix (the reader judges
+    Folders give their files with an image or film suffix, sorted, hidden ones left out;
+    sub-folders only with ``recursive``, never the sub-folder ``exclude`` (the output folder:
+    earlier results are not inputs). Named files are taken whatever their suffix (the reader judges
     them). Missing inputs and unreadable folders come back as ``(path, reason)`` errors.
     """
     found: list[tuple[Path, Path, bool]] = []
     errors: list[tuple[Path, str]] = []
+    skip = _real(exclude) if exclude is not None else None
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found.extend((p, item, True) for p in _walk(item, recursive, errors))
+            found.extend((p, item, True) for p in _walk(item, recursive, errors, skip))
         elif os.path.lexists(item):
             found.append((item, item.parent, False))
         else:
@@ -145,8 +150,9 @@ def collect_inputs(
     return found, errors
 
 
-def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list[Path]:
-    """Image files under ``folder``; each real folder is visited once, so symlink loops end."""
+def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]], skip: str | None = None) -> list[Path]:
+    """Image files under ``folder``; each real folder is visited once, so symlink loops end.
+    The sub-folder whose real path is ``skip`` is not entered."""
     files: list[Path] = []
     visited: set[tuple[int, int]] = set()
     stack = [folder]
@@ -173,7 +179,7 @@ def _walk(folder: Path, recursive: bool, errors: list[tuple[Path, str]]) -> list
             except OSError:
                 is_dir = False
             if is_dir:
-                if recursive:
+                if recursive and (skip is None or _real(path) != skip):
                     subdirs.append(path)
             elif path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in FILM_SUFFIXES:
                 files.append(path)  # even a broken link: the reader says what is wrong with it
@@ -207,19 +213,21 @@ def plan_jobs(
     suffix: str = "_color",
     fmt: str = "png",
     recursive: bool = False,
+    also_suffixes: Iterable[str] = (),
 ) -> Plan:
     """Find the inputs and name their outputs; never plans an output over an input.
 
     A file found in a folder that is the output of another input (a previous run's result,
-    ``a_color.png`` beside ``a.jpg``) is not taken as an input, so re-running a command only
-    finishes what is left. Two inputs with the same output name: the first (sorted) gets it,
+    ``a_color.png`` or ``a_color.jpg`` beside ``a.jpg``; with ``also_suffixes``, also the names
+    other settings give, ``a_color_l2.png``) is not taken as an input, so re-running a command
+    only finishes what is left. Nothing inside ``out_dir`` is an input either. Two inputs with the same output name: the first (sorted) gets it,
     the second fails with a reason.
     """
     if fmt not in FORMATS:
         raise ColorcliError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if "/" in suffix or os.sep in suffix or "\0" in suffix:
         raise ColorcliError(f"--suffix {suffix!r} must not contain a path separator")
-    files, errors = collect_inputs(inputs, recursive=recursive)
+    files, errors = collect_inputs(inputs, recursive=recursive, exclude=out_dir)
     plan = Plan(failed=errors)
     # The same file named twice (or named and inside a named folder) is one input.
     unique: dict[str, tuple[Path, Path, bool]] = {}
@@ -231,11 +239,17 @@ def plan_jobs(
     for real, kind in kinds.items():
         if kind is not None:
             targets[real] = targets[real].with_suffix(output_suffix(kind))
-    target_reals = {_real(t): real for real, t in targets.items()}
+    # Outputs of any format, and of the other models' names (``also_suffixes``), by folder and stem.
+    made: dict[tuple[str, str], str] = {}
+    for real, (src, base, _) in unique.items():
+        for sfx in dict.fromkeys([suffix, *also_suffixes]):
+            if sfx:
+                t = output_path(src, base, out_dir, suffix=sfx, fmt="png")
+                made[(_real(t.parent), t.stem)] = real
     sources: dict[str, Path] = {}
     for real, (src, _, in_folder) in unique.items():
-        producer = target_reals.get(real)
-        if in_folder and suffix and producer is not None and producer != real:
+        producer = made.get((_real(src.parent), src.stem)) if in_folder else None
+        if producer is not None and producer != real:
             plan.previous_outputs.append(src)
         else:
             sources[real] = src
@@ -284,12 +298,32 @@ def _output_depth(bit_depth: str, photo: Photo) -> int:
     return int(bit_depth)
 
 
-def _write(job: Job, photo: Photo, rgb, *, bit_depth: str, quality: int, overwrite: bool) -> list[str]:
+def _write(job: Job, photo: Photo, rgb, *, bit_depth: str, quality: int, overwrite: bool,
+           provenance: dict | None = None) -> list[str]:
     notes = write_image(
         job.target, rgb, alpha=photo.alpha, bit_depth=_output_depth(bit_depth, photo), quality=quality,
-        icc_profile=photo.icc_profile, exif=photo.exif, overwrite=overwrite,
+        icc_profile=photo.icc_profile, exif=photo.exif, overwrite=overwrite, provenance=provenance,
     )
     return photo.notes + notes
+
+
+# What must match for an existing output to be what this run would make.
+_SAME_MAKING = ("model", "weights_sha256", "backend", "settings")
+
+
+def made_otherwise(target: Path, provenance: dict | None) -> str | None:
+    """If ``target`` records (in its provenance) being made by another model or with other
+    settings than ``provenance``, a short phrase saying by what; else None."""
+    if provenance is None:
+        return None
+    theirs = read_provenance(target)
+    if theirs is None:
+        return "made by something else than colorcli (no provenance)"
+    if all(theirs.get(k) == provenance.get(k) for k in _SAME_MAKING):
+        return None
+    settings = theirs.get("settings") if isinstance(theirs.get("settings"), dict) else {}
+    how = ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)
+    return f"made by model {theirs.get('model', '?')} ({how or 'settings unknown'}), not with this run's settings"
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
@@ -321,6 +355,7 @@ def process_job(
     film: FilmSettings | None = None,
     on_frames: FramesCallback | None = None,
     steering: Callable[[Path], dict] | None = None,
+    provenance: dict | None = None,
 ) -> tuple[str, str | None]:
     """Everything for one photo (or film): skip rule, read, colorize, atomic write.
 
@@ -331,11 +366,13 @@ def process_job(
     replaced without ``overwrite``.
     """
     if is_finished(job, overwrite=overwrite):
-        return "skipped", None
+        return "skipped", OTHER_RUN  # the engine checked before handing it out
     if job.film:
         return _process_film(job, colorizer, overwrite=overwrite, film=film, on_frames=on_frames)
     try:
         photo = read_photo(job.source)
+        if is_finished(job, overwrite=overwrite):  # finished elsewhere while we read it
+            return "skipped", OTHER_RUN
         rgb = colorizer.colorize_rgb(photo.rgb, **(steering(job.source) if steering else {}))
     except (SteeringError, InferenceError) as exc:  # says what is wrong, not which photo
         return "failed", f"{job.source}: {exc}"
@@ -344,10 +381,13 @@ def process_job(
     except _out_of_memory_errors():
         return "failed", f"{job.source}: out of memory (try a smaller --size or --device cpu)"
     try:
-        notes = _write(job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite)
+        notes = _write(job, photo, rgb, bit_depth=bit_depth, quality=quality, overwrite=overwrite,
+                       provenance=provenance)
+    except OutputExistsError:
+        return "skipped", OTHER_RUN  # finished by another run between our check and our rename
     except ColorcliError as exc:
         if is_finished(job, overwrite=overwrite):
-            return "skipped", None
+            return "skipped", OTHER_RUN
         return "failed", f"{job.source}: output {exc}"  # the message names the output file
     except MemoryError:
         return "failed", f"{job.source}: out of memory while writing {job.target}"
@@ -405,6 +445,7 @@ def run_jobs(
     film: FilmSettings | None = None,
     on_frames: FramesCallback | None = None,
     steering: Callable[[Path], dict] | None = None,
+    provenance: dict | None = None,
 ) -> BatchResult:
     """Colorize each job with :func:`process_job`; a bad file is recorded and the rest still get done.
 
@@ -414,7 +455,9 @@ def run_jobs(
     (skipped ones first). On Ctrl-C, photos not yet in the network are dropped, those past it
     are still written (atomically), and the result comes back with ``interrupted`` set instead
     of the exception. ``steering(source)`` gives the hints and reference of each photo
-    (:class:`colorcli.steer.BatchSteering`; photos only).
+    (:class:`colorcli.steer.BatchSteering`; photos only). ``provenance`` is recorded in each
+    output's metadata; an existing output made otherwise is skipped with a detail saying so
+    (:func:`made_otherwise`).
 
     Film jobs are colorized in the calling thread with ``film`` settings (default
     :class:`colorcli.video.FilmSettings`), reporting frames through ``on_frames``; an interrupted
@@ -428,13 +471,17 @@ def run_jobs(
         if on_event:
             on_event(job, status, detail)
 
+    # Temp files a killed run left in the output folders (ours only, old enough to be dead).
+    for folder in dict.fromkeys(job.target.parent for job in jobs):
+        clean_stale_parts(folder)
+
     todo: list[Job] = []
     for job in jobs:
         if is_finished(job, overwrite=overwrite):
-            record(job, "skipped", None)
+            record(job, "skipped", made_otherwise(job.target, provenance))
         else:
             todo.append(job)
-    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth, steering=steering)
+    options = dict(overwrite=overwrite, quality=quality, bit_depth=bit_depth, steering=steering, provenance=provenance)
     film_options = dict(film=film, on_frames=on_frames)
 
     if workers <= 0:
@@ -499,7 +546,7 @@ def run_jobs(
 
 
 __all__ = [
-    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "FramesCallback", "Job", "Plan",
-    "check_output_options", "collect_inputs", "is_finished", "output_path", "plan_jobs", "prepare_out_dir",
-    "process_job", "run_jobs",
+    "BIT_DEPTHS", "BatchResult", "ColorizerSpec", "FORMATS", "FramesCallback", "Job", "OTHER_RUN", "Plan",
+    "check_output_options", "collect_inputs", "is_finished", "made_otherwise", "output_path", "plan_jobs",
+    "prepare_out_dir", "process_job", "run_jobs",
 ]

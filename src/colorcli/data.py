@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from colorcli import color
 from colorcli.errors import ColorcliError, TrainingError
+from colorcli.files import atomic_write_stream
 from colorcli.imageio import read_rgb
 
 CACHE_VERSION = 1
@@ -99,9 +100,8 @@ def prepare(
         "gray_chroma": GRAY_CHROMA,
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh:
+
+    def write(fh) -> None:
         np.savez(
             fh,
             data=np.frombuffer(b"".join(blobs), dtype=np.uint8),
@@ -110,7 +110,8 @@ def prepare(
             bin_counts=counts,
             meta=np.array(json.dumps(meta)),
         )
-    tmp.replace(out)
+
+    atomic_write_stream(out, write)  # a full disk: one-line error, no partial cache left
     return PrepareResult(out, len(blobs), skipped, failed, out.stat().st_size)
 
 

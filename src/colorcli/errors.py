@@ -19,6 +19,11 @@ class ImageWriteError(ColorcliError):
     """An output could not be written."""
 
 
+class OutputExistsError(ImageWriteError):
+    """An output exists and may not be replaced (no ``--overwrite``), perhaps because another
+    process finished it meanwhile."""
+
+
 class UnknownModelError(ColorcliError):
     """A model name is not registered."""
 

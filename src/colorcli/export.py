@@ -37,12 +37,12 @@ from torch import nn
 
 from colorcli import __version__
 from colorcli.errors import ColorcliError
-from colorcli.imageio import atomic_write_bytes
+from colorcli.files import atomic_write_bytes, sha256_file
 from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.inference.backends import INPUT_NAME, ONNX_FORMAT, ONNX_FORMAT_VERSION, OUTPUT_NAME
 from colorcli.models import ColorModel
 from colorcli.models.base import effective_temperature
-from colorcli.paths import REPO_WEIGHTS, sha256_file
+from colorcli.paths import REPO_WEIGHTS
 from colorcli.sizing import MULTIPLE
 
 DEFAULT_OPSET = 17

@@ -17,24 +17,25 @@ partial file. Pillow cannot write 16-bit colour, so 16-bit PNG goes through :fun
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import html
+import json
+import re
 import io
 import os
-import secrets
 import stat
 import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
-from colorcli.errors import ImageReadError, ImageWriteError
+from colorcli.errors import ImageReadError, ImageWriteError, OutputExistsError
+from colorcli.files import atomic_write_bytes
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
@@ -588,7 +589,8 @@ def _png_icc(path: Path, payload: bytes) -> bytes | None:
 
 
 def encode_png16(
-    rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None
+    rgb16: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None,
+    provenance: dict | None = None,
 ) -> bytes:
     """uint16 ``(H, W, 3)`` or ``(H, W, 4)`` (RGBA) -> a 16-bit PNG file's bytes (libpng).
 
@@ -605,6 +607,8 @@ def encode_png16(
         extra.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
     if exif:
         extra.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if provenance:  # iTXt: keyword, no compression, no language, no translated keyword, UTF-8
+        extra.append(_chunk(b"iTXt", PROVENANCE_KEY.encode() + b"\0\0\0\0\0" + _provenance_json(provenance).encode()))
     ihdr_end = len(_PNG_SIGNATURE) + 8 + 13 + 4
     return png[:ihdr_end] + b"".join(extra) + png[ihdr_end:]
 
@@ -656,11 +660,14 @@ def encode_image(
     quality: int = 95,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    provenance: dict | None = None,
 ) -> tuple[bytes, list[str]]:
     """Encode float ``rgb`` ``(H, W, 3)`` in [0, 1] as ``fmt``; returns (file bytes, notes).
 
     ``bit_depth`` 16 is honoured for PNG and TIFF; other formats are 8-bit (noted). Alpha is
-    dropped for JPEG (noted). Raises ``ValueError``/``OSError`` from the encoders.
+    dropped for JPEG (noted). ``provenance`` (what made the file: tool, model, weights,
+    settings) goes into a PNG iTXt chunk, or XMP for JPEG, WebP and TIFF; see
+    :func:`read_provenance`. Raises ``ValueError``/``OSError`` from the encoders.
     """
     notes: list[str] = []
     if alpha is not None and fmt not in _ALPHA_FORMATS:
@@ -673,13 +680,15 @@ def encode_image(
         planes = [rgb] if alpha is None else [rgb, alpha[..., None]]
         data16 = np.round(np.clip(np.concatenate(planes, axis=2), 0, 1) * 65535).astype(np.uint16)
         if fmt == "PNG":
-            return encode_png16(data16, icc_profile=icc_profile, exif=exif), notes
+            return encode_png16(data16, icc_profile=icc_profile, exif=exif, provenance=provenance), notes
         import tifffile
 
         buf = io.BytesIO()
+        xmp = provenance_xmp(provenance) if provenance else None
         tifffile.imwrite(
             buf, data16, photometric="rgb", compression="zlib", software="colorcli",
             extrasamples=["unassalpha"] if alpha is not None else None, iccprofile=icc_profile,
+            extratags=[(_XMP_TAG, "B", len(xmp), xmp, True)] if xmp else None,
         )
         if exif:
             notes.append("EXIF not carried into a 16-bit TIFF")
@@ -694,6 +703,20 @@ def encode_image(
         kwargs["icc_profile"] = icc_profile
     if exif and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
         kwargs["exif"] = exif
+    if provenance:
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(PROVENANCE_KEY, _provenance_json(provenance))
+            kwargs["pnginfo"] = info
+        elif fmt in ("JPEG", "WEBP"):
+            kwargs["xmp"] = provenance_xmp(provenance)
+        elif fmt == "TIFF":
+            ifd = TiffImagePlugin.ImageFileDirectory_v2()
+            ifd[_XMP_TAG] = provenance_xmp(provenance)
+            ifd.tagtype[_XMP_TAG] = 1  # BYTE
+            kwargs["tiffinfo"] = ifd
+        else:
+            notes.append(f"provenance not recorded ({fmt} has no metadata)")
     buf = io.BytesIO()
     try:
         img.save(buf, fmt, **kwargs)
@@ -718,6 +741,7 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     overwrite: bool = False,
+    provenance: dict | None = None,
 ) -> list[str]:
     """Write float ``rgb`` ``(H, W, 3)`` in [0, 1] to ``path`` atomically; returns notes.
 
@@ -727,108 +751,64 @@ def write_image(
     path = Path(path)
     fmt = output_format(path)
     if not overwrite and os.path.lexists(path):
-        raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)")
+        raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
     try:
         data, notes = encode_image(fmt, rgb, alpha=alpha, bit_depth=bit_depth, quality=quality,
-                                   icc_profile=icc_profile, exif=exif)
+                                   icc_profile=icc_profile, exif=exif, provenance=provenance)
     except (OSError, ValueError) as exc:
         raise ImageWriteError(f"{path}: cannot encode {fmt} ({_reason(exc)})") from None
     atomic_write_bytes(path, data, overwrite=overwrite)
     return notes
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> None:
-    """Write ``data`` to a hidden temp file beside ``path``, then rename it into place.
+# ---------------------------------------------------------------------------------------------
+# provenance: every output says that it was colorized, by what and how
 
-    The temp file is created with mode 0o666 so the umask applies as for any new file (mkstemp
-    would give 0o600). On any failure or interrupt the temp file is removed. With
-    ``overwrite=False`` an existing ``path`` is never replaced, even one that appeared meanwhile.
-    """
-    path = Path(path)
-    fd, tmp = _create_temp(path)
+PROVENANCE_KEY = "colorcli"  # PNG iTXt keyword, and the XMP namespace prefix
+_XMP_NS = "https://github.com/colorcli/colorcli/ns/provenance/1.0/"
+_XMP_TAG = 700  # TIFF's XMP tag
+_XMP_VALUE = re.compile(r'colorcli:provenance="([^"]{0,65536})"')
+
+
+def _provenance_json(provenance: dict) -> str:
+    return json.dumps(provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def provenance_xmp(provenance: dict) -> bytes:
+    """An XMP packet recording ``provenance`` (as JSON in ``colorcli:provenance``), with the
+    tool as ``xmp:CreatorTool`` so any XMP reader (exiftool, digiKam) shows it."""
+    tool = html.escape(str(provenance.get("software", "colorcli")), quote=True)
+    value = html.escape(_provenance_json(provenance), quote=True)
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:colorcli="{_XMP_NS}" '
+        f'xmp:CreatorTool="{tool}" colorcli:provenance="{value}"/>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode("utf-8")
+
+
+def read_provenance(path: Path) -> dict | None:
+    """What :func:`encode_image` recorded in ``path`` (None: not a colorcli output, or unreadable).
+    Only the file's header is parsed, never its pixels."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _commit(tmp, path, overwrite)
-    except BaseException as exc:
-        _discard(tmp, path, exc)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """For writers that want a file name (an FFmpeg muxer): yield a fresh hidden temp path beside
-    ``path`` (created empty), and move it into place when the block ends without error.
-
-    The same guarantees as :func:`atomic_write_bytes`: on any failure or interrupt (Ctrl-C) the
-    temp file is removed, and without ``overwrite`` an existing ``path`` is never replaced.
-    """
-    path = Path(path)
-    fd, tmp = _create_temp(path)
-    os.close(fd)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path, formats=_PIL_FORMATS) as img:
+                text = getattr(img, "text", None) if img.format == "PNG" else None
+                raw = text.get(PROVENANCE_KEY) if text else None
+                if raw is None:
+                    xmp = img.info.get("xmp")
+                    if xmp is None and img.format == "TIFF":
+                        xmp = getattr(img, "tag_v2", {}).get(_XMP_TAG)
+                    if isinstance(xmp, str):
+                        xmp = xmp.encode("utf-8", "replace")
+                    m = _XMP_VALUE.search(xmp.decode("utf-8", "replace")) if isinstance(xmp, bytes) else None
+                    raw = html.unescape(m.group(1)) if m else None
+    except Exception:  # noqa: BLE001 - whatever the file is, it has no provenance we can read
+        return None
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _commit(tmp, path, overwrite)
-    except BaseException as exc:
-        _discard(tmp, path, exc)
-        raise
-
-
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """A new hidden ``.NAME.<random>.part`` file beside ``path``: (open fd, its path)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(f"{path}: cannot create folder {path.parent} ({_reason(exc)})") from None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        # The random part makes it unique; the name is cut so a long (but valid) output name
-        # does not give a temp name past the file system's 255-byte limit.
-        tmp = path.with_name(f".{path.name[:80]}.{secrets.token_hex(4)}.part")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-    raise ImageWriteError(f"{path}: cannot create a temporary file")  # pragma: no cover
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-    else:
-        _link_no_replace(tmp, path)
-
-
-def _discard(tmp: Path, path: Path, exc: BaseException) -> None:
-    """Remove ``tmp`` after ``exc``; re-raise an OS error as one clear :class:`ImageWriteError`."""
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-    if isinstance(exc, FileExistsError):
-        raise ImageWriteError(f"{path}: exists (use --overwrite to replace it)") from None
-    if isinstance(exc, OSError):
-        raise ImageWriteError(f"{path}: cannot write ({_reason(exc)})") from None
-
-
-def _link_no_replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists (FileExistsError then)."""
-    try:
-        # link() fails if the target exists, where rename() would silently replace it.
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        # No hard links here (FAT, some network shares): check, then rename; a file appearing in
-        # between is the only case this cannot guard.
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
+        value = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

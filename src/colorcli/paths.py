@@ -1,5 +1,4 @@
-"""Where shipped files (weights, ONNX twins) are looked for, and file digests: torch-free,
-shared by every backend.
+"""Where shipped files (weights, ONNX twins) are looked for: torch-free, shared by every backend.
 
 The shipped models are package data: setuptools maps the repository's ``weights/`` folder to
 the package ``colorcli.shipped`` (see ``setup.py``), so a wheel carries them inside
@@ -9,7 +8,6 @@ the package ``colorcli.shipped`` (see ``setup.py``), so a wheel carries them ins
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -27,15 +25,6 @@ def weights_dirs() -> list[Path]:
         dirs.append(PACKAGE_WEIGHTS)
     dirs += [REPO_WEIGHTS, Path.cwd() / "weights"]
     return list(dict.fromkeys(dirs))
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_shipped(filename: str) -> Path | None:

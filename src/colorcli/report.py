@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from colorcli.imageio import atomic_write_bytes
+from colorcli.files import atomic_write_bytes
 
 if TYPE_CHECKING:  # evaluation needs torch; comparison_sheet (the light install's compare) does not
     from colorcli.evaluate import EvalResult

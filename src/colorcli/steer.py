@@ -12,7 +12,7 @@ Numpy functions that sit around the network, so every backend and every front en
   over the network view by an edge-aware geodesic distance (steps cost more where L changes:
   colour flows along regions of even lightness and stops at edges) and replaces the predicted
   chroma with a weight that falls with that distance (:func:`spread_hints`). The guided filter
-  of :mod:`colorcli.refine` then puts the colour edges on the full-resolution photo's edges.
+  of :mod:`colorcli.inference.render` then puts the colour edges on the full-resolution photo's edges.
   Only chroma changes: a hint never touches L.
 - **Saturation.** Chroma times ``s`` (:func:`saturate`); 1 changes nothing (the very same
   arrays), 0 gives gray, more than 1 is lowered where needed to stay in the sRGB gamut. The

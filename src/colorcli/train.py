@@ -27,7 +27,6 @@ import platform
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -42,9 +41,9 @@ from colorcli.bounds import ConfigError, check_config
 from colorcli.distributed import Dist, process_group
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
+from colorcli.files import atomic_write_stream, sha256_file
 from colorcli.models import ColorModel, count_parameters, create_model
 from colorcli.inference import Colorizer, InferenceSettings
-from colorcli.paths import sha256_file
 from colorcli.weights import load_matching, load_weights, read_metadata, save_weights
 
 
@@ -129,15 +128,7 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_stream(path, lambda fh: torch.save(obj, fh))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

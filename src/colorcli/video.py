@@ -10,7 +10,7 @@ Decoding and encoding are PyAV's (FFmpeg's libraries, on PyPI as ``av``). Frames
 one decoded frame, its colour and one encoded frame are in memory at a time, whatever the
 film's length. The output keeps the input's size, frame timestamps (so frame rate, frame count
 and duration) and copies the audio stream's packets unchanged. It is written to a hidden temp
-file beside the output and renamed at the end (:func:`colorcli.imageio.atomic_path`), so a
+file beside the output and renamed at the end (:func:`colorcli.files.atomic_write`), so a
 failure or Ctrl-C leaves nothing behind.
 
 Torch-free: the colorizer is reached only through :class:`_Frames`, which calls the one
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from colorcli.errors import ColorcliError, ImageReadError, ImageWriteError
-from colorcli.imageio import MAX_PIXELS, _reason, atomic_path, to_uint8
+from colorcli.files import atomic_write
+from colorcli.imageio import MAX_PIXELS, _reason, to_uint8
 from colorcli.inference.render import Chroma, guided_coefficients
 
 # Folder walks pick these up as well as photos; a named file is judged by its content alone.
@@ -283,8 +284,10 @@ def colorize_film(
         if not inp.streams.video:
             what = "audio only" if inp.streams.audio else "no streams"
             raise FilmError(f"{source}: no video stream ({what})")
-        with atomic_path(target, overwrite=overwrite) as tmp:
-            return _transcode(av, colorizer, inp, source, tmp, target, settings, on_frame)
+        notes: list[str] = []
+        atomic_write(target, lambda tmp: notes.extend(
+            _transcode(av, colorizer, inp, source, tmp, target, settings, on_frame)), overwrite=overwrite)
+        return notes
 
 
 def _transcode(av, colorizer, inp, source: Path, tmp: Path, target: Path, settings: FilmSettings,

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +27,7 @@ from safetensors import safe_open
 from colorcli import __version__
 from colorcli.bounds import ConfigError, check_config
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
+from colorcli.files import atomic_write
 from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
 
 if TYPE_CHECKING:  # torch is imported where tensors are loaded: `colorcli models` needs none
@@ -119,22 +118,7 @@ def save_weights(
 
 
 def _save_atomic(state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; weights are shared files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -228,8 +212,9 @@ def load_named(name: str, weights: Path | None = None) -> ColorModel:
         weights = default_weights_path(name)
         if weights is None:
             raise ColorcliError(
-                f"model {name!r} has no shipped weights; train it with "
-                f"`colorcli train --model {name}` or pass --weights FILE"
+                f"model {name!r} has no weights: {name}.safetensors is in none of "
+                f"{', '.join(str(d) for d in weights_dirs())} (set COLORCLI_WEIGHTS to the folder "
+                f"holding it, train it with `colorcli train --model {name}`, or pass --weights {name}=FILE)"
             )
     return load_weights(weights, expect_arch=name)
 

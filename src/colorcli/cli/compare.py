@@ -9,28 +9,21 @@ sheet holds the others), 2 a usage problem (unknown model, bad weights, sheet ex
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from colorcli.cli.common import (
-    HintOption,
-    HintsFileOption,
-    ReferenceStrengthOption,
-    RefineOption,
-    TtaOption,
-    err,
-    out,
-    print_line,
-    safe_text,
-    user_errors,
+    DeviceOption, HintOption, HintsFileOption, QuietOption, ReferenceStrengthOption, RefineOption, ThreadsOption,
+    TtaOption, VerboseOption, apply_threads, check_temperature, err, out, print_line, safe_text, set_verbosity,
+    show_progress, user_errors,
 )
 from colorcli.errors import ColorcliError
 
 
 def compare(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders of photos.", readable=False)],
     output: Annotated[Path, typer.Option("--out", "-o", help="Sheet to write (.png or .jpg).")],
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to show (repeatable; 'all': every model with weights). Default: mcl.")] = None,
     weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: model NAME from this weights file (repeatable; implies --model NAME).")] = None,
@@ -42,23 +35,30 @@ def compare(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show only the first N photos.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing sheet.")] = False,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the networks run.")] = "auto",
+    device: DeviceOption = "auto",
     saturation: Annotated[list[float] | None, typer.Option("--saturation", min=0.0, max=10.0, help="Colour strength (repeatable: one column per value; 0 gray, 1 as predicted).")] = None,
     reference: Annotated[list[str] | None, typer.Option("--reference", help="A photo whose colours steer the result (repeatable: one column each; 'none': without).")] = None,
     reference_strength: ReferenceStrengthOption = 1.0,
     hint: HintOption = None,
     hints: HintsFileOption = None,
+    threads: ThreadsOption = 0,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Write a before/after sheet: each photo as it is, then colorized by each model."""
     from colorcli.batch import collect_inputs
     from colorcli.cli.common import parse_named
     import io
 
-    from colorcli.imageio import atomic_write_bytes, read_photo
+    from colorcli.files import atomic_write_bytes
+    from colorcli.imageio import read_photo
     from colorcli.inference import Colorizer, InferenceSettings
     from colorcli.report import comparison_sheet
 
+    set_verbosity(quiet, verbose)
     with user_errors():
+        check_temperature(temperature)
+        apply_threads(threads)
         if output.exists() and not overwrite:
             raise ColorcliError(f"{output}: exists (use --overwrite to replace it)")
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
@@ -79,7 +79,7 @@ def compare(
     rows = []
     columns = (TextColumn("compare"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+    with Progress(*columns, console=err, disable=not show_progress()) as progress:
         task = progress.add_task("compare", total=len(found))
         for path, _, _ in found:
             try:

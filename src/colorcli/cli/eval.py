@@ -7,21 +7,23 @@ could not be read, 2 a usage problem (unknown model, bad weights, no photos).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
 
-from colorcli.cli.common import parse_named, require_torch, RefineOption, TtaOption, err, out, print_line, safe_text, user_errors
+from colorcli.cli.common import (
+    DeviceOption, QuietOption, RefineOption, ThreadsOption, TtaOption, VerboseOption, available_cores, check_temperature,
+    err, out, parse_named, print_line, print_table, require_torch, result_table, safe_text, set_verbosity,
+    show_progress, user_errors,
+)
 
 
 def eval_command(
     folder: Annotated[Path, typer.Argument(help="Folder of colour photos (the ground truth).")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate (repeatable).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate (repeatable). Default: mcl, unless --weights, --pred-dir or --baseline say what to score.")] = None,
     weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file (repeatable; implies --model NAME).")] = None,
     pred_dir: Annotated[list[str] | None, typer.Option("--pred-dir", help="NAME=DIR: score finished predictions in DIR, matched to photos by file stem (or stem_color) (repeatable).")] = None,
     baseline: Annotated[Literal["gray"] | None, typer.Option("--baseline", help="Add a baseline row; gray: the neutral image with the photo's own L.")] = None,
@@ -34,17 +36,26 @@ def eval_command(
     semantic: Annotated[bool, typer.Option("--semantic", help="Also classify ground truth, gray and colorized photos with an ImageNet EfficientNet-Lite0 (top-1/top-5; slower).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Folder for per-image CSV, summary JSON/Markdown, contact sheet and accuracy plot.")] = None,
     sheet: Annotated[int, typer.Option("--sheet", min=1, help="Photos in each contact-sheet section (first N, worst N by ΔCF).")] = 8,
-    device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option("--device", help="Where the networks run.")] = "auto",
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads for torch; 0: the cores not busy with other work.")] = 0,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout instead of the table.")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Score colorizers on colour photos: ab L2, pixel accuracy, AuC, PSNR, SSIM, colourfulness, ..."""
+    set_verbosity(quiet, verbose)
     require_torch("eval")
-    from colorcli.evaluate import evaluate, idle_cpu_threads
-    from colorcli.report import table, write_report
+    from colorcli.evaluate import evaluate
+    from colorcli.report import summary_json, table, write_report
+
+    with user_errors():
+        check_temperature(temperature)
+    if not model and not weights and not pred_dir and baseline is None:
+        model = ["mcl"]  # the default model, as colorize and compare use
 
     columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+    with Progress(*columns, console=err, disable=not show_progress()) as progress:
         task = progress.add_task("eval", total=None)
 
         def on_progress(done: int, total: int) -> None:
@@ -66,28 +77,24 @@ def eval_command(
                 device=device,
                 semantic=semantic,
                 sheet_count=sheet if report is not None else 0,
-                threads=threads or idle_cpu_threads(),
+                threads=threads or available_cores(),
                 on_progress=on_progress,
             )
     for _, reason in result.failed:
         print_line("failed", "red", reason)
     for note in result.notes():
-        print_line("note", "cyan", note)
+        print_line("note", "cyan", note, level=0)
 
-    headers, rows = table(result)
-    tbl = Table(title=f"{len(result.images)} photo(s) from {safe_text(str(folder))}")
-    for i, h in enumerate(headers):
-        tbl.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        tbl.add_row(*(safe_text(c) for c in row))
-    # In a pipe or a file the table keeps its natural width instead of rich's 80 columns.
-    console = out
-    if not out.is_terminal:
-        width = Measurement.get(out, out.options.update(width=10_000), tbl).maximum
-        console = Console(width=max(width, out.width), soft_wrap=True)  # rich caps print(width=)
-    console.print(tbl)
-    out.print("ΔCF = mean |CF(pred) − CF(gt)| per photo; CF gap = |mean CF(pred) − mean CF(gt)|",
-              markup=False, highlight=False)
+    if as_json:
+        out.print_json(json.dumps(summary_json(result), ensure_ascii=False))
+    else:
+        headers, rows = table(result)
+        tbl = result_table(*headers, title=f"{len(result.images)} photo(s) from {safe_text(str(folder))}")
+        for row in rows:
+            tbl.add_row(*(safe_text(c) for c in row))
+        print_table(tbl)
+        out.print("ΔCF = mean |CF(pred) − CF(gt)| per photo; CF gap = |mean CF(pred) − mean CF(gt)|",
+                  markup=False, highlight=False)
     if report is not None:
         with user_errors():
             paths = write_report(result, report)

@@ -11,14 +11,14 @@ from typing import Annotated
 
 import typer
 
-from colorcli.cli.common import err, out, safe_text, user_errors
+from colorcli.cli.common import err, out, parse_weights, safe_text, user_errors
 
 
 def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The .onnx file to write.")] = None,
     shipped: Annotated[str | None, typer.Option("--shipped", help="Make the ONNX twin of shipped model NAME: weights/NAME.safetensors -> weights/NAME.onnx (fp16 weights; used by the torch-free install).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model name (see `colorcli models`).")] = "mcl",
-    weights: Annotated[Path | None, typer.Option("--weights", help="Weights file (default: the model's shipped weights).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="NAME=FILE: model NAME from this weights file (implies --model NAME). Default: the model's weights from $COLORCLI_WEIGHTS, the installation's weights/, or ./weights.")] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset version.")] = 17,
     fp16: Annotated[bool, typer.Option("--fp16", help="Store the weights in half precision: half the file, lossless for colorcli weights (kept in fp16); computation stays float32.")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
@@ -37,7 +37,8 @@ def export(
         if shipped is not None:
             report = export_shipped(shipped, opset=opset)
         else:
-            report = export_onnx(model, output, weights=weights, opset=opset, fp16=fp16, temperature=temperature,
+            model, weights_file = parse_weights(weights, model)
+            report = export_onnx(model, output, weights=weights_file, opset=opset, fp16=fp16, temperature=temperature,
                                  overwrite=overwrite)
     for (b, h, w), diff in report.parity:
         err.print(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)", markup=False, highlight=False)

@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
-from rich.table import Table
+import json
+from typing import Annotated
 
-from colorcli.cli.common import out, user_errors
+import typer
+
+from colorcli.cli.common import out, print_table, result_table, safe_text, user_errors
 
 
-def models() -> None:
-    """List models with their shipped weights and validation metrics."""
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, weights file, ONNX twin, metrics, training) instead of the table.")] = False,
+) -> None:
+    """List models with their weights, ONNX twins and validation metrics.
+
+    Weights are looked for in $COLORCLI_WEIGHTS, then the installation's weights/ folder, then
+    ./weights; the first folder holding NAME.safetensors wins.
+    """
     from colorcli.paths import find_shipped
-    from colorcli.weights import default_weights_path, read_metadata
+    from colorcli.weights import default_weights_path, read_metadata, weights_dirs
 
-    table = Table("model", "weights", "onnx", "val PSNR", "val ΔCF", "trained (to the kept step)")
+    table = result_table("model", "weights", "onnx", "val PSNR", "val ΔCF", "trained (to the kept step)",
+                         justify_right_from=3)
+    entries = []
     with user_errors():
         for name in model_names():
             path = default_weights_path(name)
-            onnx = "yes" if find_shipped(f"{name}.onnx") else "-"
+            twin_path = find_shipped(f"{name}.onnx")
+            twin = str(twin_path) if twin_path is not None else None
+            onnx = "yes" if twin_path is not None else "-"
             if path is None:
+                entries.append({"model": name, "weights": None, "onnx": twin, "metrics": {},
+                                "training_minutes": None})
                 table.add_row(name, "-", onnx, "-", "-", "not trained yet")
                 continue
             meta = read_metadata(path)
             m, t = meta.get("metrics", {}), meta.get("training", {})
             fmt = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
             minutes, runs = training_minutes(t)
+            entries.append({"model": name, "weights": str(path), "onnx": twin, "metrics": m,
+                            "training_minutes": minutes if runs else None, "device": t.get("device")})
             spent = f"{minutes:g} min" if runs else "? min"
             if runs > 1:
                 spent += f" in {runs} runs"
-            table.add_row(name, str(path), onnx, fmt(m.get("psnr")), fmt(m.get("delta_cf")),
+            table.add_row(name, safe_text(str(path)), onnx, fmt(m.get("psnr")), fmt(m.get("delta_cf")),
                           f"{spent}, {t.get('device', '?')}")
-    out.print(table)
+    if as_json:
+        doc = {"weights_folders": [str(d) for d in weights_dirs()], "models": entries}
+        out.print_json(json.dumps(doc, ensure_ascii=False, default=str))
+    else:
+        print_table(table)
 
 
 def model_names() -> list[str]:

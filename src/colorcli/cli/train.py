@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import require_torch, err, out, safe_text, user_errors
+from colorcli.cli.common import err, out, require_torch, safe_text, show_progress, user_errors
 
 
 class _RichCallbacks:
@@ -118,7 +118,7 @@ def prepare(
     require_torch("prepare")
     from colorcli.data import prepare as run_prepare
 
-    with user_errors(), Progress(*Progress.get_default_columns(), console=err) as progress:
+    with user_errors(), Progress(*Progress.get_default_columns(), console=err, disable=not show_progress()) as progress:
         task = progress.add_task("prepare", total=None)
         res = run_prepare(
             list(folders), out_path, size=size, quality=quality,

@@ -71,16 +71,28 @@ class ZeroChroma:
 # torch
 
 
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str = "auto"):
-    """``auto``/``cpu``/``cuda`` -> a ``torch.device`` (imports torch)."""
+    """``auto``/``cpu``/``cuda``/``mps`` -> a ``torch.device`` (imports torch). ``auto``: cuda,
+    then mps (Apple Silicon), then cpu; an asked-for device that is not there is a one-line error."""
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise ColorcliError("--device cuda was asked for but no CUDA GPU is available")
-    if device not in ("cpu", "cuda"):
-        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "mps" and not _mps_available():
+        raise ColorcliError("--device mps was asked for but this torch has no usable MPS (Apple Silicon) backend")
+    if device not in ("cpu", "cuda", "mps"):
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     return torch.device(device)
 
 
@@ -184,8 +196,10 @@ def read_onnx_info(meta: dict[str, str], path: Path) -> OnnxInfo:
 
 def providers_for(device: str) -> list[str]:
     """onnxruntime providers for ``device``: CUDA when asked or available (auto), else CPU."""
+    if device == "mps":
+        raise ColorcliError("--device mps needs the torch backend (onnxruntime has no MPS provider): use --backend torch")
     if device not in ("auto", "cpu", "cuda"):
-        raise ColorcliError(f"unknown device {device!r}; use auto, cpu or cuda")
+        raise ColorcliError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
     available = _ort().get_available_providers()
     cuda = "CUDAExecutionProvider" in available
     if device == "cuda" and not cuda:

@@ -23,7 +23,7 @@ from colorcli.inference import render
 from colorcli.inference.backends import Backend, OnnxBackend, TorchBackend
 from colorcli.inference.render import Chroma, Coefficients
 from colorcli.inference.settings import InferenceSettings
-from colorcli.sizing import network_size
+from colorcli.sizing import check_size
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -41,7 +41,7 @@ def make_backend(name: str, *, weights: Path | None = None, backend: str = "auto
     """The backend for model ``name``: ``torch`` (weights: a .safetensors file), ``onnx``
     (weights: a .onnx file) or ``auto``: the file's kind when weights are given; else
     onnxruntime when the model's ONNX twin is shipped and the settings allow it (no
-    temperature override, which is baked into the twin, and not ``--device cuda``), since it
+    temperature override, which is baked into the twin, and not ``--device cuda`` or ``mps``), since it
     is the faster one end to end (benchmarks/bench_colorize.py); else torch when installed."""
     if backend not in BACKENDS:
         raise InferenceError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
@@ -54,7 +54,7 @@ def make_backend(name: str, *, weights: Path | None = None, backend: str = "auto
             from colorcli.paths import find_shipped
 
             twin = find_shipped(f"{name}.onnx") is not None
-            fits = settings.temperature is None and settings.device != "cuda"
+            fits = settings.temperature is None and settings.device not in ("cuda", "mps")
             backend = "onnx" if twin and fits else "torch"
     if backend == "onnx":
         return OnnxBackend.from_name(name, weights, device=settings.device, threads=settings.threads,
@@ -71,7 +71,7 @@ class Colorizer:
         self.backend = backend
         self.settings = settings
         self.size = settings.size if settings.size is not None else backend.default_size
-        network_size(64, 64, self.size)  # validates size early
+        check_size(self.size)  # validates size early
         self.chroma_space = backend.chroma_space
         self.threads = settings.threads or min(4, os.cpu_count() or 1)
 
@@ -103,8 +103,10 @@ class Colorizer:
         return self.backend.temperature
 
     def network_input(self, L: np.ndarray) -> np.ndarray:
-        """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased)."""
-        return render.network_view(L, self.size)
+        """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` at network size (antialiased): short side
+        ``size``, but never upscaled past the photo's own short side beyond the model's default
+        (:func:`colorcli.sizing.view_size`)."""
+        return render.network_view(L, self.size, default=self.backend.default_size)
 
     def with_steering(self, *, saturation: float | None = None,
                       reference_strength: float | None = None) -> Colorizer:

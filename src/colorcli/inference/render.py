@@ -103,11 +103,12 @@ def _gather_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.nda
     return out
 
 
-def network_view(L: np.ndarray, size: int) -> np.ndarray:
+def network_view(L: np.ndarray, size: int, *, default: int | None = None) -> np.ndarray:
     """Full-size L ``(H, W)`` -> ``(1, 1, h, w)`` float32 at network size (aspect kept, sides
-    multiples of 32). Pillow's BILINEAR resize of a float image is the antialiased triangle
+    multiples of 32; a ``size`` above the model's ``default`` is capped at the photo's own short
+    side, :func:`colorcli.sizing.view_size`). Pillow's BILINEAR resize of a float image is the antialiased triangle
     filter (torch's ``interpolate(..., antialias=True)`` is a port of it)."""
-    h, w = network_size(*L.shape, size)
+    h, w = network_size(*L.shape, size, default=default)
     img = Image.fromarray(np.ascontiguousarray(L, dtype=np.float32))
     return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)[None, None]
 

@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 
 from colorcli.errors import ColorcliError
-from colorcli.sizing import network_size
+from colorcli.sizing import check_size
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class InferenceSettings:
       models have none). The onnx backend has it baked in at export time.
     - ``tta``: average the chroma of the photo and of its mirror image (2 network runs).
     - ``refine``: edge-aware refinement (guided filter on the full-resolution L).
-    - ``device``: ``auto``, ``cpu`` or ``cuda``.
+    - ``device``: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps``.
     - ``threads``: CPU threads for the network and the full-resolution steps (None: all cores).
     - ``saturation``: chroma scale after the network, kept inside the sRGB gamut (1: as is).
     - ``reference_strength``: how strongly a reference photo steers the colours (see
@@ -39,11 +39,11 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         if self.size is not None:
-            network_size(64, 64, self.size)  # one error for a bad --size, before any loading
+            check_size(self.size)  # one error for a bad --size, before any loading
         if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ColorcliError(f"--temperature must be a positive number, got {self.temperature}")
         if self.device not in DEVICES:
-            raise ColorcliError(f"unknown device {self.device!r}; use auto, cpu or cuda")
+            raise ColorcliError(f"unknown device {self.device!r}; use auto, cpu, cuda or mps")
         if self.threads is not None and self.threads < 1:
             raise ColorcliError(f"--threads must be at least 1, got {self.threads}")
         if self.saturation != 1.0 or self.reference_strength != 1.0:
