@@ -354,9 +354,9 @@ def test_real_sigint_then_same_command_finishes(tiny_weights, tmp_path) -> None:
     """A real Ctrl-C (SIGINT) to a running ``colorcli``: reader/writer threads and all."""
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    n = 24
+    n = 80  # enough work that the Ctrl-C lands mid-batch on a fast machine
     for i in range(n):
-        Image.fromarray(make_corpus.gray(96, 128, i)).save(inp / f"p{i:02d}.png")
+        Image.fromarray(make_corpus.gray(192, 256, i)).save(inp / f"p{i:02d}.png")
     cmd = [sys.executable, "-m", "colorcli", *_colorize_args(inp, out, tiny_weights, "--size", "128")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

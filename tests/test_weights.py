@@ -368,3 +368,13 @@ def test_oversized_file_refused_by_its_size(tmp_path):
         _raises_naming(path, "file too large for a weights file")
     finally:
         path.unlink()
+
+
+def test_models_command_names_the_validation_set():
+    """`colorcli models` says which folder its val figures come from (they are not comparable)."""
+    from colorcli.cli.models import validation_set
+
+    assert validation_set({"command": "colorcli train --model mcl --val ../shared/data/val_diverse/ --minutes 3"}) == "val_diverse"
+    assert validation_set({"command": "colorcli train --val ../shared/data/val --val-limit 150"}) == "val (first 150)"
+    assert validation_set({"command": "colorcli train --model mcl --minutes 3"}) is None
+    assert validation_set({}) is None

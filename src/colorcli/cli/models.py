@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,8 +23,8 @@ def models(
     from colorcli.paths import find_shipped
     from colorcli.weights import default_weights_path, read_metadata, weights_dirs
 
-    table = result_table("model", "weights", "onnx", "val PSNR", "val ΔCF", "trained (to the kept step)",
-                         justify_right_from=3)
+    table = result_table("model", "weights", "onnx", "val set", "val PSNR", "val ΔCF", "trained (to the kept step)",
+                         justify_right_from=4)
     entries = []
     with user_errors():
         for name in model_names():
@@ -33,18 +35,19 @@ def models(
             if path is None:
                 entries.append({"model": name, "weights": None, "onnx": twin, "metrics": {},
                                 "training_minutes": None})
-                table.add_row(name, "-", onnx, "-", "-", "not trained yet")
+                table.add_row(name, "-", onnx, "-", "-", "-", "not trained yet")
                 continue
             meta = read_metadata(path)
             m, t = meta.get("metrics", {}), meta.get("training", {})
             fmt = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) else "-"  # noqa: E731
             minutes, runs = training_minutes(t)
-            entries.append({"model": name, "weights": str(path), "onnx": twin, "metrics": m,
+            val = validation_set(t)
+            entries.append({"model": name, "weights": str(path), "onnx": twin, "metrics": m, "val_set": val,
                             "training_minutes": minutes if runs else None, "device": t.get("device")})
             spent = f"{minutes:g} min" if runs else "? min"
             if runs > 1:
                 spent += f" in {runs} runs"
-            table.add_row(name, safe_text(str(path)), onnx, fmt(m.get("psnr")), fmt(m.get("delta_cf")),
+            table.add_row(name, safe_text(str(path)), onnx, safe_text(val or "-"), fmt(m.get("psnr")), fmt(m.get("delta_cf")),
                           f"{spent}, {t.get('device', '?')}")
     if as_json:
         doc = {"weights_folders": [str(d) for d in weights_dirs()], "models": entries}
@@ -64,6 +67,20 @@ def model_names() -> list[str]:
     from colorcli.paths import shipped_names
 
     return [n for n in shipped_names(".onnx") if not n.startswith("test_")]
+
+
+def validation_set(training: dict) -> str | None:
+    """The folder a file's metrics were measured on, from its training command (``--val DIR``,
+    with ``--val-limit N``): e.g. "val_diverse" or "val (first 150)"; None if not recorded."""
+    try:
+        words = shlex.split(str(training.get("command", "")))
+    except ValueError:
+        return None
+    found = {k: words[i + 1] for i, k in enumerate(words[:-1]) if k in ("--val", "--val-limit")}
+    if "--val" not in found:
+        return None
+    name = Path(found["--val"].rstrip("/")).name or found["--val"]
+    return f"{name} (first {found['--val-limit']})" if "--val-limit" in found else name
 
 
 def training_minutes(training: dict) -> tuple[float, int]:
