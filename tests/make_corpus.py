@@ -258,6 +258,27 @@ def make_corpus(root: Path) -> list[Case]:
     return cases
 
 
+class CodePayload:
+    """Unpickling this creates ``marker``: a stand-in for any command a crafted file could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def make_evil_checkpoint(path: Path, checkpoint: Path, marker: Path) -> Path:
+    """A copy of the real training checkpoint ``checkpoint`` at ``path`` carrying one object
+    whose unpickling creates ``marker`` (``train --resume`` must refuse it and never run it)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state["history"] = [CodePayload(marker)]
+    torch.save(state, path)
+    return path
+
+
 def make_hostile_weights(root: Path, base: Path) -> list[tuple[str, Path, str]]:
     """Damaged and hostile copies of the colorcli weights file ``base`` under ``root``:
     (name, path, regex the one error line must match) each. ``base`` has a tensors digest."""

@@ -14,6 +14,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import make_corpus
+
 from colorcli import train as T
 from colorcli.cli import app
 from colorcli.data import CachedImages, prepare
@@ -221,25 +223,12 @@ def test_resume_refuses_a_wrong_checkpoint(cache, tmp_path, photos):
         train(_cfg(cache, out, resume=str(res.checkpoint), init=str(out)))
 
 
-class _Payload:
-    """Unpickling this creates ``marker``: a stand-in for any command a crafted file could run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_resume_never_unpickles_code(cache, tmp_path):
     out = tmp_path / "m.safetensors"
     res = train(_cfg(cache, out, max_steps=1))
-    # A real checkpoint with one object that runs code when unpickled.
-    ck = _ckpt(res.checkpoint)
+    # A real checkpoint with one object that runs code when unpickled (the corpus's case).
     marker = tmp_path / "pwned"
-    ck["history"] = [_Payload(marker)]
-    evil = tmp_path / "evil.ckpt"
-    torch.save(ck, evil)
+    evil = make_corpus.make_evil_checkpoint(tmp_path / "evil.ckpt", res.checkpoint, marker)
     # The payload is live: an unsafe load runs it (so the check below can fail).
     torch.load(evil, map_location="cpu", weights_only=False)
     assert marker.exists()
