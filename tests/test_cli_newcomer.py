@@ -66,6 +66,29 @@ def test_version_quiet_verbose_completion(photo_dir, tiny_weights, tmp_path):
     assert "--install-completion" in _run("--help").stdout
 
 
+def test_quiet_and_verbose_on_prepare_train_and_export(tmp_path, make_photo, tiny_weights):
+    """-q leaves stderr empty (results still on stdout); -v adds the settings."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.fromarray(make_photo(40, 40, i)).save(photos / f"p{i}.png")
+    cache = tmp_path / "c.npz"
+    res = _run("prepare", photos, "-o", cache, "--size", "32", "-q")
+    assert res.exit_code == 0 and res.stderr == "" and "6 photos" in res.stdout
+    out = tmp_path / "m.safetensors"
+    base = ["train", "--model", "test_mcl", "--data", cache, "--out", out, "--max-steps", "1",
+            "--batch-size", "2", "--size", "32", "--device", "cpu", "--cache-dir", tmp_path]
+    res = _run(*base, "-q")
+    assert res.exit_code == 0 and res.stderr == "" and str(out) in res.stdout
+    res = _run(*base, "-v")
+    assert res.exit_code == 0 and "settings: " in res.stderr and "training on cpu" in res.stderr
+    onnx = tmp_path / "m.onnx"
+    res = _run("export", "--weights", f"test_mcl={tiny_weights}", "-o", onnx, "-q")
+    assert res.exit_code == 0 and res.stderr == "" and res.stdout.strip() == str(onnx)
+    res = _run("export", "--weights", f"test_mcl={tiny_weights}", "-o", onnx, "--overwrite")
+    assert res.exit_code == 0 and "parity " in res.stderr  # the default still shows the parity check
+
+
 def test_stdin_to_stdout_through_a_real_process(photo_dir, tiny_weights):
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     data = (photo_dir / "a.jpg").read_bytes()

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from colorcli.cli.common import err, out, parse_weights, safe_text, user_errors
+from colorcli.cli.common import QuietOption, VerboseOption, out, parse_weights, safe_text, say, set_verbosity, user_errors
 
 
 def export(
@@ -23,8 +23,11 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Store the weights in half precision: half the file, lossless for colorcli weights (kept in fp16); computation stays float32.")] = False,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature baked into bin models (default: the model's).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists.")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Export a model to ONNX with dynamic batch, height and width (multiples of 32)."""
+    set_verbosity(quiet, verbose)
     from colorcli.cli.common import require_torch
 
     require_torch("export")
@@ -41,7 +44,6 @@ def export(
             report = export_onnx(model, output, weights=weights_file, opset=opset, fp16=fp16, temperature=temperature,
                                  overwrite=overwrite)
     for (b, h, w), diff in report.parity:
-        err.print(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)", markup=False, highlight=False)
-    err.print(f"{report.model}: opset {report.opset}, {report.precision}, {report.bytes / 2**20:.1f} MiB",
-              markup=False, highlight=False)
+        say(f"parity {b}x{h}x{w}: max |Δchroma| {diff:.2e} (limit 0.5)")
+    say(f"{report.model}: opset {report.opset}, {report.precision}, {report.bytes / 2**20:.1f} MiB")
     out.print(safe_text(str(report.path)), markup=False, highlight=False)

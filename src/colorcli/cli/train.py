@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -11,7 +12,9 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from colorcli.cli.common import err, out, require_torch, safe_text, show_progress, user_errors
+from colorcli.cli.common import (
+    QuietOption, VerboseOption, err, out, require_torch, safe_text, say, set_verbosity, show_progress, user_errors,
+)
 
 
 class _RichCallbacks:
@@ -20,12 +23,10 @@ class _RichCallbacks:
         self.task = None
 
     def on_start(self, total_steps: int, info: dict[str, Any]) -> None:
-        err.print(
-            f"training on {info['device']}: {info['photos']} photos, "
-            f"{info['steps_per_epoch']} steps/epoch, {info['params'] / 1e6:.2f}M parameters"
-        )
+        say(f"training on {info['device']}: {info['photos']} photos, "
+            f"{info['steps_per_epoch']} steps/epoch, {info['params'] / 1e6:.2f}M parameters")
         if info.get("step"):
-            err.print(f"continuing at step {info['step']}")
+            say(f"continuing at step {info['step']}")
         self.task = self.progress.add_task("train", total=total_steps, completed=info.get("step", 0), loss="")
 
     def on_step(self, step: int, total_steps: int, loss: float, phase: str) -> None:
@@ -35,16 +36,13 @@ class _RichCallbacks:
         keys = ("loss", "psnr", "delta_cf", "cf_gap", "neutral_chroma", "auc", "combined")
         text = "  ".join(f"{k} {result[k]:.3f}" for k in keys if k in result)
         if not text:
-            err.print(f"saved @ step {step} (epoch {result.get('epoch')}): no --val, the latest weights are kept",
-                      markup=False, highlight=False)
+            say(f"saved @ step {step} (epoch {result.get('epoch')}): no --val, the latest weights are kept")
             return
-        # markup=False: rich would swallow "[best]" as a style tag.
-        err.print(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}",
-                  markup=False, highlight=False)
+        # say() prints plain text: rich would swallow "[best]" as a style tag.
+        say(f"val @ step {step} (epoch {result.get('epoch')}): {text}{'  [best]' if best else ''}")
 
     def on_message(self, text: str) -> None:
-        # Messages carry file names: never read them as rich markup ("[1].jpg").
-        err.print(safe_text(text), markup=False, highlight=False)
+        say(text)  # plain text: messages carry file names ("[1].jpg" is no markup)
 
 
 def train(
@@ -66,10 +64,13 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     select: Annotated[Literal["loss", "psnr", "auc", "delta_cf", "neutral_chroma", "combined"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc, delta_cf, neutral_chroma, or combined (PSNR less 0.2 dB per unit of CF gap past 3 and of neutral chroma past 7). On --resume, changes what is kept from then on.")] = None,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight).")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""
+    set_verbosity(quiet, verbose)
     require_torch("train")
     from colorcli.train import TrainConfig
     from colorcli.train import train as run_train
@@ -96,7 +97,8 @@ def train(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
     )
-    with user_errors(), Progress(*columns, console=err, transient=False) as progress:
+    say(f"settings: {json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)}", level=1)
+    with user_errors(), Progress(*columns, console=err, transient=False, disable=not show_progress()) as progress:
         result = run_train(cfg, _RichCallbacks(progress))
     best = ", ".join(f"{k}={v:.3f}" for k, v in result.best.items() if isinstance(v, float))
     written = result.weights if result.weights is not None else result.checkpoint
@@ -113,8 +115,11 @@ def prepare(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Cache file to write (.npz).")],
     size: Annotated[int, typer.Option("--size", help="Side of the square crops stored.")] = 128,
     quality: Annotated[int, typer.Option("--quality", help="JPEG quality of the stored crops.")] = 82,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Decode, crop and cache training photos once (grayscale ones are skipped)."""
+    set_verbosity(quiet, verbose)
     require_torch("prepare")
     from colorcli.data import prepare as run_prepare
 
@@ -125,6 +130,6 @@ def prepare(
             progress=lambda i, n: progress.update(task, completed=i, total=n),
         )
     for path, why in res.failed:
-        err.print(f"skipped {why}", highlight=False)
+        say(f"skipped {why}")
     out.print(f"{res.path}: {res.kept} photos ({res.skipped_gray} grayscale skipped, "
               f"{len(res.failed)} unreadable), {res.bytes / 2**20:.1f} MiB", highlight=False)
