@@ -64,16 +64,21 @@ def write_clip(path: Path, frames: list[np.ndarray], *, audio: bool = False, rat
         if audio:
             aus = c.add_stream("aac", rate=AUDIO_RATE)
             aus.layout = "mono"
-        for i, g in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.repeat(g[..., None], 3, axis=2), format="rgb24")
-            f.pts = i
-            for p in vs.encode(f):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
+        _encode_gray(c, vs, frames)
         if audio:
             _write_audio(c, aus, len(frames) / rate)
     return path
+
+
+def _encode_gray(c, vs, frames: list[np.ndarray]) -> None:
+    """Encode gray uint8 frames into stream ``vs`` of container ``c``, one pts each, and flush."""
+    for i, g in enumerate(frames):
+        f = av.VideoFrame.from_ndarray(np.repeat(g[..., None], 3, axis=2), format="rgb24")
+        f.pts = i
+        for p in vs.encode(f):
+            c.mux(p)
+    for p in vs.encode():
+        c.mux(p)
 
 
 def _write_audio(c, aus, seconds: float) -> None:
@@ -378,13 +383,7 @@ def test_other_codec_and_odd_size(tmp_path):
     with av.open(str(src), "w", format="matroska") as c:  # ffv1: lossless, odd sizes allowed
         vs = c.add_stream("ffv1", rate=RATE)
         vs.width, vs.height, vs.pix_fmt = 63, 47, "yuv444p"
-        for i, g in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.repeat(g[..., None], 3, axis=2), format="rgb24")
-            f.pts = i
-            for p in vs.encode(f):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
+        _encode_gray(c, vs, frames)
     out = tmp_path / "odd_color.mkv"
     notes = colorize_film(noisy_colorizer(), src, out)
     assert probe(out)["size"] == (63, 47) and probe(out)["frames"] == 4
