@@ -161,15 +161,6 @@ def luv_to_rgb(luv: torch.Tensor) -> torch.Tensor:
     return _xyz_to_rgb(_luv_to_xyz(luv))
 
 
-def in_gamut(x: torch.Tensor, *, space: str = "lab", tol: float = 1e-3) -> torch.Tensor:
-    """Lab (``space="lab"``) or CIELUV ``(B, 3, H, W)`` -> bool ``(B, 1, H, W)``: True where the
-    colour is inside the sRGB cube (linear RGB within ``[-tol, 1 + tol]``), i.e. where
-    :func:`lab_to_rgb` / :func:`luv_to_rgb` would not clip it."""
-    xyz = _lab_to_xyz(x) if space == "lab" else _luv_to_xyz(x)
-    lin = torch.einsum("ij,bjhw->bihw", _matrix(x.device, x.dtype, inverse=True), xyz)
-    return ((lin >= -tol) & (lin <= 1 + tol)).all(dim=1, keepdim=True)
-
-
 @_channels_first
 def hsv_saturation(rgb: torch.Tensor) -> torch.Tensor:
     """HSV saturation ``(max - min) / max`` of sRGB ``(B, 3, H, W)`` -> ``(B, 1, H, W)`` in [0, 1].
@@ -336,34 +327,76 @@ def _linear_to_srgb_np(lin: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def _linear_rgb_np(rgb: np.ndarray) -> list[np.ndarray]:
+    """sRGB float ``(..., 3)`` -> the three linear RGB planes float32 ``(...)``."""
+    return [_srgb_to_linear_np(np.asarray(rgb[..., c], dtype=_F32)) for c in range(3)]
+
+
+def _xyz_row_np(lin: list[np.ndarray], row: int, scale: float = 1.0) -> np.ndarray:
+    """One row of the sRGB -> XYZ matrix applied to the linear planes (times ``scale``)."""
+    m = _RGB2XYZ_NP[row] * scale
+    out = lin[0] * _F32(m[0])
+    out += lin[1] * _F32(m[1])
+    out += lin[2] * _F32(m[2])
+    return out
+
+
+def _lab_f_np(t: np.ndarray) -> np.ndarray:
+    """CIE Lab's ``f``: cube root above _EPS, the linear segment below (as :func:`rgb_to_lab`)."""
+    f = np.cbrt(np.maximum(t, _F32(_EPS)))
+    _select_below(f, t, _EPS, lambda x: x * _F32(_KAPPA) + _F32(16 / 116))
+    return f
+
+
 def rgb_to_l_np(rgb: np.ndarray) -> np.ndarray:
     """sRGB float ``(..., 3)`` in [0, 1] -> L float32 ``(...)`` in [0, 100] (as :func:`rgb_to_gray_l`)."""
-    m = _RGB2XYZ_NP[1] / _WHITE[1]
-    y = _srgb_to_linear_np(np.asarray(rgb[..., 0], dtype=_F32)) * _F32(m[0])
-    y += _srgb_to_linear_np(np.asarray(rgb[..., 1], dtype=_F32)) * _F32(m[1])
-    y += _srgb_to_linear_np(np.asarray(rgb[..., 2], dtype=_F32)) * _F32(m[2])
-    f = np.cbrt(np.maximum(y, _F32(_EPS)))
-    _select_below(f, y, _EPS, lambda x: x * _F32(_KAPPA) + _F32(16 / 116))
+    f = _lab_f_np(_xyz_row_np(_linear_rgb_np(rgb), 1, 1 / _WHITE[1]))
     f *= _F32(116)
     f -= _F32(16)
     return f
 
 
+def rgb_to_lab_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sRGB float ``(..., 3)`` in [0, 1] -> L float32 ``(...)`` in [0, 100] and a/b float32
+    ``(2, ...)`` (as :func:`rgb_to_lab`; the inverse of :func:`lab_to_rgb_np`)."""
+    lin = _linear_rgb_np(rgb)
+    fx, fy, fz = (_lab_f_np(_xyz_row_np(lin, r, 1 / _WHITE[r])) for r in range(3))
+    L = fy * _F32(116) - _F32(16)
+    return L, np.stack([(fx - fy) * _F32(500), (fy - fz) * _F32(200)])
+
+
+def rgb_to_luv_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sRGB float ``(..., 3)`` in [0, 1] -> L float32 ``(...)`` in [0, 100] and u/v float32
+    ``(2, ...)`` (as :func:`rgb_to_luv`; the inverse of :func:`luv_to_rgb_np`)."""
+    lin = _linear_rgb_np(rgb)
+    x, y, z = (_xyz_row_np(lin, r) for r in range(3))
+    yn = y / _F32(_WHITE[1])
+    L = np.cbrt(np.maximum(yn, _F32(_EPS))) * _F32(116) - _F32(16)
+    _select_below(L, yn, _EPS, lambda t: t * _F32(_LUV_KAPPA))
+    denom = x + y * _F32(15) + z * _F32(3) + _F32(1e-12)
+    u0, v0 = _white_uv(None)
+    u = L * _F32(13) * (x * _F32(4) / denom - _F32(u0))
+    v = L * _F32(13) * (y * _F32(9) / denom - _F32(v0))
+    return L, np.stack([u, v])
+
+
 def _xyz_to_rgb_np(x: np.ndarray, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    m = _XYZ2RGB_NP
     for c in range(3):
-        lin = x * _F32(m[c, 0])
-        lin += y * _F32(m[c, 1])
-        lin += z * _F32(m[c, 2])
-        _linear_to_srgb_np(lin, out[..., c])
+        _linear_to_srgb_np(_xyz_to_linear_np(x, y, z, c), out[..., c])
     return out
 
 
-def lab_to_rgb_np(L: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """L ``(h, w)`` and a/b ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
-    (as :func:`lab_to_rgb`; written into ``out`` when given)."""
-    out = np.empty((*L.shape, 3), dtype=_F32) if out is None else out
-    fy = (L + _F32(16)) / _F32(116)
+def _xyz_to_linear_np(x: np.ndarray, y: np.ndarray, z: np.ndarray, c: int) -> np.ndarray:
+    """Linear RGB channel ``c`` of XYZ planes (unclipped)."""
+    m = _XYZ2RGB_NP
+    lin = x * _F32(m[c, 0])
+    lin += y * _F32(m[c, 1])
+    lin += z * _F32(m[c, 2])
+    return lin
+
+
+def _lab_to_xyz_np(L: np.ndarray, ab: np.ndarray) -> list[np.ndarray]:
+    fy = (np.asarray(L, dtype=_F32) + _F32(16)) / _F32(116)
     fx = ab[0] / _F32(500)
     fx += fy
     fz = fy - ab[1] / _F32(200)
@@ -375,13 +408,10 @@ def lab_to_rgb_np(L: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) 
         _select_below(cube, cube, _EPS, lambda _, f=f: (f - _F32(16 / 116)) / _F32(_KAPPA))
         cube *= _F32(white)
         xyz.append(cube)
-    return _xyz_to_rgb_np(*xyz, out)
+    return xyz
 
 
-def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """L ``(h, w)`` and u/v ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
-    (as :func:`luv_to_rgb`; written into ``out`` when given)."""
-    out = np.empty((*L.shape, 3), dtype=_F32) if out is None else out
+def _luv_to_xyz_np(L: np.ndarray, uv: np.ndarray) -> list[np.ndarray]:
     L = np.asarray(L, dtype=_F32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         y = ((L + _F32(16)) / _F32(116)) ** 3
@@ -399,7 +429,44 @@ def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) 
         if black.any():
             for p in (x, y, z):
                 p[black] = 0
-        return _xyz_to_rgb_np(x, y, z, out)
+    return [x, y, z]
+
+
+def lab_to_rgb_np(L: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """L ``(h, w)`` and a/b ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
+    (as :func:`lab_to_rgb`; written into ``out`` when given)."""
+    out = np.empty((*np.shape(L), 3), dtype=_F32) if out is None else out
+    return _xyz_to_rgb_np(*_lab_to_xyz_np(L, ab), out)
+
+
+def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """L ``(h, w)`` and u/v ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
+    (as :func:`luv_to_rgb`; written into ``out`` when given)."""
+    out = np.empty((*np.shape(L), 3), dtype=_F32) if out is None else out
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _xyz_to_rgb_np(*_luv_to_xyz_np(L, uv), out)
+
+
+def in_gamut_np(L: np.ndarray, chroma: np.ndarray, *, space: str = "lab", tol: float = 1e-3) -> np.ndarray:
+    """L ``(...)`` and chroma ``(2, ...)`` (a/b for ``space="lab"``, u/v for "luv") -> bool
+    ``(...)``: True where the colour is inside the sRGB cube (linear RGB within
+    ``[-tol, 1 + tol]``), i.e. where :func:`lab_to_rgb_np` / :func:`luv_to_rgb_np` would not
+    clip it. A negative ``tol`` asks for a margin inside the cube."""
+    chroma = np.asarray(chroma, dtype=_F32)
+    xyz = _lab_to_xyz_np(L, chroma) if space == "lab" else _luv_to_xyz_np(L, chroma)
+    ok = np.ones(np.shape(L), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for c in range(3):
+            lin = _xyz_to_linear_np(*xyz, c)
+            ok &= (lin >= _F32(-tol)) & (lin <= _F32(1 + tol))
+    return ok
+
+
+def in_gamut(x, *, space: str = "lab", tol: float = 1e-3) -> np.ndarray:
+    """Lab (``space="lab"``) or CIELUV ``(B, 3, H, W)`` (a numpy array or a CPU tensor) ->
+    numpy bool ``(B, 1, H, W)``: :func:`in_gamut_np` over channel-first images."""
+    x = np.asarray(x, dtype=_F32)
+    return in_gamut_np(x[:, 0], np.moveaxis(x[:, 1:], 1, 0), space=space, tol=tol)[:, None]
 
 
 def gray_l_levels(levels: np.ndarray) -> np.ndarray:
@@ -422,6 +489,7 @@ __all__ = [
     "gray_lab_to_rgb",
     "hsv_saturation",
     "in_gamut",
+    "in_gamut_np",
     "lab_to_rgb",
     "lab_to_rgb_np",
     "luv_to_rgb",
@@ -431,7 +499,9 @@ __all__ = [
     "rgb_to_gray_l",
     "rgb_to_l_np",
     "rgb_to_lab",
+    "rgb_to_lab_np",
     "rgb_to_luv",
+    "rgb_to_luv_np",
     "smooth_prior",
     "soft_encode",
     "uv_bin_edges",

@@ -18,8 +18,10 @@ Numpy functions that sit around the network, so every backend and every front en
   arrays), 0 gives gray, more than 1 is lowered where needed to stay in the sRGB gamut. The
   gamut fit runs at network resolution, not on the full-size photo.
 
-Colour conversions go through :mod:`colorcli.color` (the one module that owns colour) on small
-arrays only: the hint colours, a thumbnail of the reference, the network-size view.
+Colour conversions go through the numpy (``*_np``) conversions of :mod:`colorcli.color` (the
+one module that owns colour) on small arrays only: the hint colours, a thumbnail of the
+reference, the network-size view. Nothing here needs torch: steering works on the light install
+(onnxruntime backend) as on the torch one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from scipy import sparse
 from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.sparse.csgraph import dijkstra
 
+from colorcli import color
 from colorcli.errors import ColorcliError, SteeringError
 
 MAX_HINTS = 32  # per photo: each one costs a shortest-path search over the network view
@@ -200,15 +203,15 @@ def place_hints(hints: list[Hint], width: int, height: int) -> list[PlacedHint]:
     return placed
 
 
+def _chroma_of(rgb: np.ndarray, space: str) -> np.ndarray:
+    """sRGB ``(..., 3)`` in [0, 1] -> its chroma ``(2, ...)`` float32 in ``space``."""
+    to = color.rgb_to_lab_np if space == "lab" else color.rgb_to_luv_np
+    return to(rgb)[1]
+
+
 def hint_chroma(placed: list[PlacedHint], space: str) -> np.ndarray:
     """The chroma ``(K, 2)`` (a/b, or u/v for ``space="luv"``) of each hint's colour."""
-    import torch
-
-    from colorcli import color
-
-    rgb = torch.tensor([p.rgb for p in placed], dtype=torch.float32).T.reshape(1, 3, -1, 1)
-    to = color.rgb_to_lab if space == "lab" else color.rgb_to_luv
-    return to(rgb)[0, 1:, :, 0].T.numpy().astype(np.float32)
+    return np.ascontiguousarray(_chroma_of(np.array([p.rgb for p in placed], dtype=np.float32), space).T)
 
 
 def _grid_graph(L: np.ndarray) -> sparse.csr_matrix:
@@ -311,13 +314,7 @@ class Reference:
     def chroma(self, space: str) -> np.ndarray:
         """The thumbnail's chroma ``(N, 2)`` in ``space`` ("lab": a/b, "luv": u/v)."""
         if ("chroma", space) not in self._stats:
-            import torch
-
-            from colorcli import color
-
-            t = torch.from_numpy(self.rgb).permute(2, 0, 1)
-            conv = color.rgb_to_lab(t) if space == "lab" else color.rgb_to_luv(t)
-            self._stats[("chroma", space)] = conv[1:].reshape(2, -1).T.numpy().astype(np.float32)
+            self._stats[("chroma", space)] = np.ascontiguousarray(_chroma_of(self.rgb, space).reshape(2, -1).T)
         return self._stats[("chroma", space)]
 
     def mean_std(self, space: str) -> tuple[np.ndarray, np.ndarray]:
@@ -397,32 +394,23 @@ def gamut_factor(L: np.ndarray, chroma: np.ndarray, lo: float, hi: float, *, spa
     """Per pixel, the largest ``k`` in [lo, hi] with ``(L, k * chroma)`` inside the sRGB gamut
     (``lo`` where even that is outside), by bisection; L ``(h, w)``, chroma ``(2, h, w)`` ->
     ``(h, w)`` float32."""
-    import torch
-
-    from colorcli import color
-
-    Lt = torch.from_numpy(np.array(L, dtype=np.float32))[None, None]  # copies: inputs may be read-only views
-    ct = torch.from_numpy(np.array(chroma, dtype=np.float32))[None]
-
-    def ok(k: torch.Tensor) -> torch.Tensor:
-        return color.in_gamut(torch.cat([Lt, ct * k], dim=1), space=space, tol=-GAMUT_MARGIN)[0, 0]
-
-    top = torch.full(Lt.shape[-2:], float(hi))
-    good = ok(top)
-    k = top.clone()
-    if bool(good.all()):
-        return k.numpy()
+    L = np.asarray(L, dtype=np.float32)
+    chroma = np.asarray(chroma, dtype=np.float32)
+    k = np.full(L.shape, hi, dtype=np.float32)
+    good = color.in_gamut_np(L, chroma * k, space=space, tol=-GAMUT_MARGIN)
+    if good.all():
+        return k
     # Bisection only where ``hi`` leaves the gamut: usually a small part of the photo.
     sel = ~good
-    Ls, cs = Lt[0, 0][sel].view(1, 1, 1, -1), ct[0][:, sel].view(1, 2, 1, -1)
-    a, b = torch.full(Ls.shape[-1:], float(lo)), torch.full(Ls.shape[-1:], float(hi))
+    Ls, cs = L[sel], chroma[:, sel]
+    a, b = np.full(Ls.shape, lo, dtype=np.float32), np.full(Ls.shape, hi, dtype=np.float32)
     for _ in range(GAMUT_STEPS):
-        mid = (a + b) / 2
-        m = color.in_gamut(torch.cat([Ls, cs * mid], dim=1), space=space, tol=-GAMUT_MARGIN).view(-1)
-        a = torch.where(m, mid, a)
-        b = torch.where(m, b, mid)
+        mid = (a + b) / np.float32(2)
+        m = color.in_gamut_np(Ls, cs * mid, space=space, tol=-GAMUT_MARGIN)
+        a = np.where(m, mid, a)
+        b = np.where(m, b, mid)
     k[sel] = a
-    return k.numpy()
+    return k
 
 
 def saturate(x: np.ndarray, L: np.ndarray, saturation: float, *, space: str) -> np.ndarray:
