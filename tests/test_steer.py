@@ -271,3 +271,129 @@ def test_compare_shows_several_settings(tmp_path, tiny_weights):
     assert res.exit_code == 0, res.output
     # input + 2 saturations x (without, with hints) = 5 columns of 64 px, 8 px apart
     assert Image.open(sheet).size[0] == 8 + 5 * (64 + 8)
+
+
+# --- the light install: steering on onnxruntime with torch unimportable -----------------------
+
+_LIGHT_SCRIPT = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import numpy as np
+from colorcli import steer
+from colorcli.cli import app
+from colorcli.inference import Colorizer, InferenceSettings, OnnxBackend
+
+work = sys.argv[1]
+data = np.load(work + "/inputs.npz")
+L, ref = data["L"], steer.Reference.from_rgb(data["ref"], name="red")
+out = {}
+for name in ("test_mcl", "test_l2"):
+    col = Colorizer(OnnxBackend(f"{work}/{name}.onnx", device="cpu", threads=1), InferenceSettings(device="cpu"))
+    out[name + "/plain"] = col.colorize_l(L)
+    out[name + "/hint"] = col.colorize_l(L, hints=["40,60=#2050d0"])
+    out[name + "/reference"] = col.colorize_l(L, reference=ref)
+    out[name + "/reference_weak"] = col.with_steering(reference_strength=0.3).colorize_l(L, reference=ref)
+    out[name + "/reference_off"] = col.with_steering(reference_strength=0).colorize_l(L, reference=ref)
+    for s in (0.0, 1.0, 3.0):
+        out[f"{name}/saturation_{s:g}"] = col.with_steering(saturation=s).colorize_l(L)
+np.savez(work + "/outputs.npz", **out)
+# The CLI: --hint, --hints FILE.json, a --reference folder and --saturation, on the onnx backend.
+try:
+    app(["colorize", work + "/photos", "-o", work + "/cli", "--model", "test_mcl", "--backend", "onnx",
+         "--onnx", work + "/test_mcl.onnx", "--device", "cpu", "--suffix", "_color", "--hint", "0.2,0.5=#2050d0",
+         "--hints", work + "/hints.json", "--reference", work + "/refs", "--saturation", "1.5"], prog_name="colorcli")
+except SystemExit as exc:
+    print("exit", exc.code)
+print("torch loaded:", "torch" in {k.split(".")[0] for k, v in sys.modules.items() if v is not None})
+"""
+
+
+@pytest.fixture(scope="module")
+def light_run(tmp_path_factory, red_reference):
+    """Steering on the onnx backend in a process where `import torch` fails: the tiny mcl and
+    l2 (the same weights as the ``mcl`` and ``l2`` fixtures) exported to ONNX, run through
+    the library call and the CLI. Returns (work folder, outputs, the process)."""
+    import os
+    import subprocess
+    import sys
+
+    from colorcli.export import export_model
+
+    work = tmp_path_factory.mktemp("light")
+    for name in ("test_mcl", "test_l2"):
+        torch.manual_seed(0)
+        export_model(create_model(name).eval(), work / f"{name}.onnx", parity_shapes=((1, 64, 64),))
+    np.savez(work / "inputs.npz", L=_two_regions(), ref=red_reference.rgb)
+    (work / "photos").mkdir()
+    (work / "refs").mkdir()
+    for stem in ("p", "q"):
+        _one_photo(work / "photos", f"{stem}.png")
+        Image.fromarray(np.round(red_reference.rgb * 255).astype(np.uint8)).save(work / "refs" / f"{stem}.png")
+    (work / "hints.json").write_text(json.dumps({"q.png": ["0.8,0.5=#30a040"]}))  # green
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LIGHT_SCRIPT, str(work)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return work, dict(np.load(work / "outputs.npz")), proc
+
+
+def test_steering_runs_without_torch(light_run):
+    work, out, proc = light_run
+    assert "exit 0\ntorch loaded: False" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "done 2, skipped 0, failed 0"
+    L = _two_regions()
+    hint_ab = _lab(np.array([[[0x20, 0x50, 0xD0]]], dtype=np.float32) / 255)[1:, 0, 0]
+    direction = hint_ab / np.linalg.norm(hint_ab)
+    left, right = slice(0, W // 2), slice(W // 2, W)
+    for name in ("test_mcl", "test_l2"):
+        plain_rgb = out[f"{name}/plain"]
+        plain = _lab(plain_rgb)
+        # A hint moves its region toward its colour and stops at the edge (the bounds of the
+        # torch test above for test_mcl; test_l2's plain output is strongly red: its region comes
+        # 10 ab closer to the hint's colour, the most the gamut at L 70 lets blue reach).
+        hinted = _lab(out[f"{name}/hint"])
+        moved = (hinted[1:, :, left] - plain[1:, :, left]).mean(axis=(1, 2))
+        if name == "test_mcl":
+            assert moved @ direction > 15.0 and moved @ direction / np.linalg.norm(moved) > 0.9
+        else:
+            gap = lambda lab: np.linalg.norm(lab[1:, :, left].mean(axis=(1, 2)) - hint_ab)  # noqa: E731
+            assert gap(hinted) < gap(plain) - 10
+        assert np.abs(hinted[1:, :, right] - plain[1:, :, right]).mean() < ACROSS_EDGE_BOUND
+        # A red reference raises mean a*; a weaker one less; strength 0 changes nothing.
+        steered = _lab(out[f"{name}/reference"])
+        assert steered[1].mean() > plain[1].mean() + 5
+        assert plain[1].mean() + 1 < _lab(out[f"{name}/reference_weak"])[1].mean() < steered[1].mean() + 1
+        np.testing.assert_array_equal(out[f"{name}/reference_off"], plain_rgb)
+        # Saturation 0 is gray, 1 the default, 3 more vivid (1.5x as above for test_mcl; test_l2
+        # starts at chroma 35 and reaches the gamut boundary at about 1.5x: at least 1.3x).
+        assert np.abs(_lab(out[f"{name}/saturation_0"])[1:]).max() < 0.05
+        np.testing.assert_array_equal(out[f"{name}/saturation_1"], plain_rgb)
+        vivid = np.hypot(*_lab(out[f"{name}/saturation_3"])[1:]).mean()
+        assert vivid > (1.5 if name == "test_mcl" else 1.3) * np.hypot(*plain[1:]).mean()
+        for key in ("hint", "reference", "saturation_0", "saturation_3"):
+            _assert_l_kept(out[f"{name}/{key}"], L)
+    # The CLI run: both photos steered, L kept; q.png's hints-file entry (green, right half) on top.
+    cli = {}
+    for stem in ("p", "q"):
+        cli[stem] = _lab(np.asarray(Image.open(work / "cli" / f"{stem}_color.png"), dtype=np.float32) / 255)
+        assert np.median(np.abs(cli[stem][0] - L)) < 0.5 and np.hypot(*cli[stem][1:]).mean() > 5
+    assert cli["q"][1, :, right].mean() < cli["p"][1, :, right].mean() - 10  # less red: a* down
+
+
+@pytest.mark.parametrize("name", ["test_mcl", "test_l2"])
+def test_steering_on_onnx_matches_torch(name, light_run, mcl, l2, red_reference):
+    """The same steering on both backends is within 1/255: one numpy implementation of every
+    steering step. (The mcl reference differs by design: torch re-weights the bins, onnx, whose
+    graph decodes inside, transfers the reference's statistics.)"""
+    _, out, _ = light_run
+    col = {"test_mcl": mcl, "test_l2": l2}[name]
+    L = _two_regions()
+    want = {"plain": col.colorize_l(L), "hint": col.colorize_l(L, hints=["40,60=#2050d0"]),
+            "saturation_0": col.with_steering(saturation=0).colorize_l(L),
+            "saturation_3": col.with_steering(saturation=3).colorize_l(L)}
+    if name == "test_l2":
+        want["reference"] = col.colorize_l(L, reference=red_reference)
+        want["reference_weak"] = col.with_steering(reference_strength=0.3).colorize_l(L, reference=red_reference)
+    for key, rgb in want.items():
+        diff = np.abs(out[f"{name}/{key}"] - rgb)
+        assert diff.max() <= 1 / 255, (key, diff.max() * 255)
