@@ -247,3 +247,39 @@ def test_numpy_conversions_match_the_torch_ones():
         got = np_fn(L, chroma)
         assert got.shape == (40, 50, 3) and got.dtype == np.float32 and np.isfinite(got).all()
         assert np.abs(got - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize(("np_fn", "ref", "inverse"), [(color.rgb_to_lab_np, rgb2lab, color.lab_to_rgb_np),
+                                                       (color.rgb_to_luv_np, rgb2luv, color.luv_to_rgb_np)],
+                         ids=["lab", "luv"])
+def test_numpy_forward_conversions_match_scikit_image_and_invert(np_fn, ref, inverse):
+    """sRGB -> Lab / LUV without torch (steering on the light install): scikit-image's values,
+    the torch ops' within float32 rounding, and the numpy inverse brings the colour back."""
+    img = _rgb_image().astype(np.float32)
+    L, chroma = np_fn(img)
+    assert L.shape == img.shape[:2] and chroma.shape == (2, *img.shape[:2]) and chroma.dtype == np.float32
+    want = ref(img.astype(np.float64))
+    np.testing.assert_allclose(np.concatenate([L[..., None], np.moveaxis(chroma, 0, -1)], axis=-1), want,
+                               atol=0.01, rtol=0)
+    torch_fn = color.rgb_to_lab if np_fn is color.rgb_to_lab_np else color.rgb_to_luv
+    t = torch_fn(_to_t(img))
+    assert np.abs(t[0].numpy() - L).max() < 1e-3 and np.abs(t[1:].numpy() - chroma).max() < 1e-3
+    np.testing.assert_allclose(inverse(L, chroma), img, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("space", ["lab", "luv"])
+def test_in_gamut_is_what_the_conversion_would_not_clip(space):
+    rng = np.random.default_rng(2)
+    L = rng.uniform(5, 95, (30, 40)).astype(np.float32)
+    chroma = rng.uniform(-90, 90, (2, 30, 40)).astype(np.float32)
+    inside = color.in_gamut_np(L, chroma, space=space, tol=0.0)
+    assert 0.02 < inside.mean() < 0.9  # both cases occur
+    to_rgb, to_space = ((color.lab_to_rgb_np, color.rgb_to_lab_np) if space == "lab"
+                        else (color.luv_to_rgb_np, color.rgb_to_luv_np))
+    L2, c2 = to_space(to_rgb(L, chroma))
+    moved = np.maximum(np.abs(L2 - L), np.abs(c2 - chroma).max(axis=0))
+    assert moved[inside].max() < 0.05  # inside the cube: the round trip keeps the colour
+    assert np.median(moved[~inside]) > 1.0  # outside: the clip moves it
+    x = np.concatenate([L[None], chroma])[None]
+    np.testing.assert_array_equal(color.in_gamut(x, space=space, tol=0.0)[0, 0], inside)
+    np.testing.assert_array_equal(color.in_gamut(torch.from_numpy(x), space=space, tol=0.0)[0, 0], inside)
