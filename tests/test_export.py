@@ -67,6 +67,7 @@ def test_export_checker_metadata_parity(name, exports):
     assert meta["model"] == name
     assert meta["chroma_space"] == model.chroma_space
     assert int(meta["default_size"]) == model.config.default_size
+    assert json.loads(meta["normalisation"]) == json.loads(json.dumps(model.normalisation()))
     decode = json.loads(meta["decode"])
     assert decode["kind"] == model.decode_info()["kind"] and decode["applied_in_graph"]
     if "temperature" in model.decode_info():

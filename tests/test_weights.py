@@ -360,6 +360,51 @@ def test_stamp_adds_the_digest_and_keeps_tensors_bit_identical(mcl_file, tmp_pat
     assert "sha256" in capsys.readouterr().err
 
 
+# What the files shipped before 12-04 state, whatever the model computes.
+STALE_NORMALISATION = json.dumps({"input": "L / 100 in [0, 1]", "L_norm": 100.0, "ab_norm": 110.0,
+                                  "chroma_space": "lab"})
+
+
+@pytest.mark.parametrize("name", ["test_unet", "test_l2", "test_fusion", "test_densenet"])
+def test_stamp_rewrites_a_stale_normalisation_and_keeps_tensors_bit_identical(name, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    fresh = save_weights(model, tmp_path / "fresh.safetensors")
+    with safe_open(str(fresh), framework="pt") as fh:
+        meta = {**fh.metadata(), "normalisation": STALE_NORMALISATION}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    path = tmp_path / "stale.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    assert read_metadata(path)["normalisation"] != model.normalisation()
+
+    assert W.main(["stamp", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{path}: {DIGEST_KEY} {meta[DIGEST_KEY]}",
+                                                    f"{path}: normalisation rewritten from the model's code"]
+    stamped = read_metadata(path)
+    assert stamped["normalisation"] == json.loads(json.dumps(model.normalisation()))
+    assert stamped["normalisation"]["input"].startswith("(L / 100 - 0.5) / 0.5")
+    if name == "test_unet":
+        assert stamped["normalisation"]["ab_norm"] == 128.0
+    # Tensors bit-identical, so their digest is the one the file had; every other field kept.
+    after = load_file(str(path))
+    assert tensors.keys() == after.keys()
+    for k, v in tensors.items():
+        assert v.dtype == after[k].dtype and torch.equal(v.reshape(-1).view(torch.uint8),
+                                                         after[k].reshape(-1).view(torch.uint8))
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata() == {**meta, "normalisation": json.dumps(model.normalisation())}
+    assert stamped[DIGEST_KEY] == meta[DIGEST_KEY]
+    load_weights(path)
+    # Up to date now: a second stamp leaves the file alone.
+    before = path.read_bytes()
+    mtime = path.stat().st_mtime_ns
+    assert W.main(["stamp", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{path}: up to date, not rewritten"
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+
+
 def test_oversized_file_refused_by_its_size(tmp_path):
     path = tmp_path / "huge.safetensors"
     with open(path, "wb") as fh:

@@ -193,7 +193,8 @@ def export_model(
     ``colorcli_format_version``, ``colorcli_version``, ``model``, ``model_config``,
     ``chroma_space``, ``default_size``, ``multiple`` (32), ``temperature`` (JSON, null for
     regression models), ``decode`` (the model's ``decode_info()``, applied in the graph),
-    ``precision``, ``input``, ``output``, ``weights`` (file, sha256, training metrics) and
+    ``precision``, ``input``, ``normalisation`` (the model's :meth:`~ColorModel.normalisation`,
+    as in its weights file), ``output``, ``weights`` (file, sha256, training metrics) and
     ``parity`` (the max |Δchroma| found per shape). Raises :class:`ExportError` if tracing,
     onnx.checker or the parity check fails; nothing is written then. An existing ``out`` is
     replaced only with ``overwrite`` (checked first, and again at the atomic rename).
@@ -279,6 +280,9 @@ def export_model(
         "decode": json.dumps(info),
         "precision": "fp16 weights, fp32 computation" if fp16 else "fp32",
         "input": f"{INPUT_NAME}: float32 (B, 1, H, W), CIE L in [0, 100], H and W multiples of {MULTIPLE}",
+        # What the network inside computes (the same text as the weights file's): the graph
+        # takes L in [0, 100] and normalises it itself.
+        "normalisation": json.dumps(model.normalisation()),
         "output": (f"{OUTPUT_NAME}: float32 (B, 2, H/{stride}, W/{stride}), decoded "
                    f"{'a/b' if model.chroma_space == 'lab' else 'u/v'}; upsample bilinearly and "
                    f"combine with the full-resolution L"),

@@ -8,8 +8,11 @@ has one and that every float tensor is finite; then it rebuilds the architecture
 stored ``arch`` and ``config`` and loads the tensors with ``strict=True``. Any problem is a
 :class:`WeightsError` naming the file.
 
-``python -m colorcli.weights stamp FILE...`` writes the digest into files made before it existed
-(tensors and other metadata unchanged, bit for bit).
+``python -m colorcli.weights stamp FILE...`` brings older files up to date without touching a
+tensor (bit for bit): it writes the digest into files made before it existed, and rewrites the
+``normalisation`` field from the model's own code (the model rebuilt from the file, asked
+:meth:`~colorcli.models.ColorModel.normalisation`) where an older file states another one. Other
+metadata stays as it was; a file already up to date is not rewritten.
 """
 
 from __future__ import annotations
@@ -227,6 +230,15 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
     if expect_arch is not None and arch != expect_arch:
         raise WeightsError(f"{path}: holds weights for model {arch!r}, not {expect_arch!r}")
     state = _read_tensors(path, meta)  # bounded by the file size; checked before building
+    model = _build(path, meta, state)
+    model.weights_meta = meta
+    model.weights_path = path
+    return model.eval()
+
+
+def _build(path: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> ColorModel:
+    """The model of ``meta``'s ``arch`` and ``config`` with ``state`` loaded strictly (float32)."""
+    arch = meta.get("arch", "")
     try:
         model = create_model(arch, **{**meta["config"], "pretrained": False})
     except UnknownModelError:
@@ -245,23 +257,27 @@ def load_weights(path: Path, *, expect_arch: str | None = None) -> ColorModel:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:3])
         raise WeightsError(f"{path}: tensors do not match model {arch!r}: {detail}") from None
-    model.weights_meta = meta
-    model.weights_path = path
-    return model.eval()
+    return model
 
 
-def stamp(path: Path) -> str:
-    """Write the tensors' digest into ``path``'s metadata, atomically; tensors and the other
-    metadata stay exactly as they were. Returns the digest. Refuses a file whose tensors do not
-    match a digest it already has, or that fails any other load check."""
+def stamp(path: Path) -> tuple[str, list[str]]:
+    """Bring ``path``'s metadata up to date, atomically: the tensors' digest, and the
+    ``normalisation`` the model really computes (rebuilt from the file's ``arch`` and
+    ``config`` with its tensors, then asked). Tensors and every other field stay exactly as
+    they were, and a file already up to date is left alone. Returns the digest and the names
+    of the fields rewritten. Refuses a file whose tensors do not match a digest it already
+    has, or that fails any other load check."""
     path = Path(path)
     meta = read_metadata(path)
     state = _read_tensors(path, meta)
+    model = _build(path, meta, state)  # copies the values: state keeps its own dtypes and bytes
     with safe_open(str(path), framework="pt") as fh:
         raw = dict(fh.metadata() or {})
-    raw[DIGEST_KEY] = tensors_digest(state)
-    _save_atomic(state, path, raw)
-    return raw[DIGEST_KEY]
+    new = {**raw, DIGEST_KEY: tensors_digest(state), "normalisation": json.dumps(model.normalisation())}
+    changed = [k for k in (DIGEST_KEY, "normalisation") if raw.get(k) != new[k]]
+    if changed:
+        _save_atomic(state, path, new)
+    return new[DIGEST_KEY], changed
 
 
 def main(argv: list[str]) -> int:
@@ -272,7 +288,12 @@ def main(argv: list[str]) -> int:
     failed = 0
     for name in argv[1:]:
         try:
-            print(f"{name}: {DIGEST_KEY} {stamp(Path(name))}")
+            digest, changed = stamp(Path(name))
+            print(f"{name}: {DIGEST_KEY} {digest}")
+            if "normalisation" in changed:
+                print(f"{name}: normalisation rewritten from the model's code")
+            if not changed:
+                print(f"{name}: up to date, not rewritten")
         except ColorcliError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
