@@ -200,3 +200,18 @@ def test_float_nodes_are_the_decoding_and_the_head():
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     assert names[0] == convs[-1] and convs[-2] not in names
     assert float_node_names(proto, tail=0, decode=False) == []
+
+
+def test_eval_scores_an_int8_file(exported, calib_dir, tmp_path):
+    """``eval --weights NAME=FILE.onnx`` scores an ONNX file on onnxruntime: int8 against fp32."""
+    fp32, q, _ = exported("test_l2")
+    scores = {}
+    for label, path in (("fp32", fp32), ("int8", q)):
+        res = CliRunner().invoke(app, ["eval", str(calib_dir), "--weights", f"test_l2={path}", "--json", "-q",
+                                       "--threads", "1"])
+        assert res.exit_code == 1, res.output  # broken.jpg is reported, the rest is scored
+        system = json.loads(res.stdout)["systems"]["test_l2"]
+        assert system["source"] == str(path) and system["images"] == 6
+        scores[label] = system
+    assert scores["int8"]["psnr"] == pytest.approx(scores["fp32"]["psnr"], abs=0.2)
+    assert scores["int8"]["cf_pred"] == pytest.approx(scores["fp32"]["cf_pred"], abs=0.5)
