@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from colorcli.errors import ColorcliError
-from colorcli.files import atomic_write_bytes
 from colorcli.inference import Colorizer, InferenceSettings, OnnxBackend
 from colorcli.inference.backends import INPUT_NAME
 
@@ -180,8 +179,7 @@ def export_int8(
     import onnx
     import onnxruntime
 
-    from colorcli import __version__
-    from colorcli.export import DEFAULT_OPSET, ExportError, export_onnx
+    from colorcli.export import DEFAULT_OPSET, ExportError, export_onnx, write_onnx
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -241,14 +239,9 @@ def export_int8(
             "mean_abs_diff": mean, "max_abs_diff": worst,
             "fp32_against_pytorch": json.loads(report.metadata["parity"]),
         })
-        proto = onnx.load(str(q_path))
-        onnx.helper.set_model_props(proto, meta)
-        proto.producer_name = "colorcli"
-        proto.producer_version = __version__
-        proto.doc_string = f"colorcli {report.model}: L -> decoded chroma, int8 (QDQ)"
-        data = proto.SerializeToString()
-    atomic_write_bytes(out, data, overwrite=overwrite)
-    return Int8Report(out, report.model, len(data), report.bytes, len(views), skipped, float_nodes, mean, worst, meta)
+        size = write_onnx(onnx.load(str(q_path)), out, meta, overwrite=overwrite,
+                          doc=f"colorcli {report.model}: L -> decoded chroma, int8 (QDQ)")
+    return Int8Report(out, report.model, size, report.bytes, len(views), skipped, float_nodes, mean, worst, meta)
 
 
 def _session(path: Path):
