@@ -87,6 +87,27 @@ def test_export_checker_metadata_parity(name, exports):
         assert np.abs(got - ref).max() <= PARITY_TOL
 
 
+def test_export_keeps_the_neutral_gate(tmp_path):
+    """mcl's neutral-gated decoding runs inside the graph and matches torch."""
+    torch.manual_seed(0)
+    model = create_model("test_mcl", neutral_radius=10.0, chroma_gain=1.15).eval()
+    report = export_model(model, tmp_path / "gated.onnx")
+    assert all(d <= PARITY_TOL for _, d in report.parity)
+    meta = {p.key: p.value for p in onnx.load(str(report.path)).metadata_props}
+    decode = json.loads(meta["decode"])
+    assert decode["neutral_radius"] == 10.0 and decode["chroma_gain"] == 1.15
+    sess = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    L = _photo_l((2, 64, 96), 7)
+    with torch.inference_mode():
+        ref = model.decode(model(L)).numpy()
+        plain = create_model("test_mcl").eval()
+        plain.load_state_dict(model.state_dict())
+        ungated = plain.decode(plain(L)).numpy()
+    got = sess.run(None, {"L": L.numpy()})[0]
+    assert np.abs(got - ref).max() <= PARITY_TOL
+    assert np.abs(got - ungated).max() > 2 * PARITY_TOL  # the gate and gain really are in the graph
+
+
 def test_fp16_export(tmp_path, tiny_weights):
     from colorcli.weights import load_weights
 

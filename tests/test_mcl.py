@@ -202,6 +202,78 @@ def test_model_decode_uses_its_temperature():
 
 
 # ---------------------------------------------------------------------------------------------
+# neutral-gated decoding
+
+
+def _two_bin_logits(p_gray: float, ab: tuple[float, float]) -> torch.Tensor:
+    """One pixel whose softmax puts ``p_gray`` on the gray bin and the rest on bin ``ab``."""
+    logits = torch.full((1, Q, 1, 1), -60.0, dtype=torch.float64)
+    logits[0, _index(0.0, 0.0)] = math.log(p_gray)
+    logits[0, _index(*ab)] = math.log(1 - p_gray)
+    return logits
+
+
+def test_gate_off_is_the_annealed_mean():
+    logits = _logits(4)
+    for t in (0.0, 0.38, 1.0):
+        torch.testing.assert_close(
+            color.neutral_gated_mean(logits, CENTRES, temperature=t, neutral_radius=0.0),
+            color.annealed_mean(logits, CENTRES, temperature=t),
+        )
+
+
+def test_gate_fades_colour_by_the_neutral_mass():
+    # At T = 1: half the mass on gray, half on (40, 20): the mean is (20, 10), gated by 1 - 0.5.
+    logits = _two_bin_logits(0.5, (40.0, 20.0))
+    ab = color.neutral_gated_mean(logits, CENTRES, temperature=1.0, neutral_radius=10.0)
+    torch.testing.assert_close(ab[0, :, 0, 0], torch.tensor([10.0, 5.0], dtype=torch.float64))
+    # The gain scales the result; the bins within the radius count (10, 0) as neutral too.
+    ab = color.neutral_gated_mean(logits, CENTRES, temperature=1.0, neutral_radius=10.0, gain=2.0)
+    torch.testing.assert_close(ab[0, :, 0, 0], torch.tensor([20.0, 10.0], dtype=torch.float64))
+    near = _two_bin_logits(0.5, (10.0, 0.0))
+    got = color.neutral_gated_mean(near, CENTRES, temperature=1.0, neutral_radius=10.0)
+    torch.testing.assert_close(got, torch.zeros_like(got))
+    # Outside the radius a pale colour is left alone: (20, 0) is not neutral at radius 10.
+    pale = _two_bin_logits(1e-9, (20.0, 0.0))
+    got = color.neutral_gated_mean(pale, CENTRES, temperature=1.0, neutral_radius=10.0)
+    torch.testing.assert_close(got[0, :, 0, 0], torch.tensor([20.0, 0.0], dtype=torch.float64))
+
+
+def test_gate_keeps_a_confident_colour_and_grays_a_likely_gray():
+    sure = _two_bin_logits(0.02, (50.0, -30.0))
+    ab = color.neutral_gated_mean(sure, CENTRES, temperature=0.38, neutral_radius=10.0)
+    plain = color.annealed_mean(sure, CENTRES, temperature=0.38)
+    assert torch.linalg.vector_norm(ab) > 0.99 * torch.linalg.vector_norm(plain)
+    # 60 % gray: the annealed mean (T = 0.38 sharpens toward gray) still leaves some colour,
+    # which the gate takes most of away.
+    unsure = _two_bin_logits(0.6, (50.0, -30.0))
+    plain = torch.linalg.vector_norm(color.annealed_mean(unsure, CENTRES, temperature=0.38))
+    gated = torch.linalg.vector_norm(
+        color.neutral_gated_mean(unsure, CENTRES, temperature=0.38, neutral_radius=10.0)
+    )
+    assert plain > 10 and gated < 0.5 * plain
+    # At T -> 0 the gate follows the mode: gray when gray wins.
+    got = color.neutral_gated_mean(unsure, CENTRES, temperature=0.0, neutral_radius=10.0, gain=1.3)
+    torch.testing.assert_close(got, torch.zeros_like(got))
+
+
+def test_model_decode_applies_its_gate_and_the_loss_does_not():
+    gated = create_model("test_mcl", neutral_radius=10.0, chroma_gain=1.2)
+    plain = create_model("test_mcl")
+    plain.load_state_dict(gated.state_dict())
+    logits = _logits(5).float()
+    torch.testing.assert_close(
+        gated.decode(logits),
+        color.neutral_gated_mean(logits, CENTRES, temperature=0.38, neutral_radius=10.0, gain=1.2),
+    )
+    assert gated.decode_info()["neutral_radius"] == 10.0 and gated.decode_info()["chroma_gain"] == 1.2
+    batch = {"ab": torch.randn(2, 2, 12, 20) * 30}
+    reg = [create_model("test_mcl", reg_weight=5.0, **kw) for kw in ({}, {"neutral_radius": 10.0})]
+    reg[1].load_state_dict(reg[0].state_dict())
+    torch.testing.assert_close(reg[0].loss(logits, batch), reg[1].loss(logits, batch))
+
+
+# ---------------------------------------------------------------------------------------------
 # loss
 
 

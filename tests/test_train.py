@@ -317,6 +317,28 @@ def test_init_model_arg_changes_only_loss_and_decoding(cache, tmp_path):
                    model_args={"lam": "lots"}))
 
 
+def test_zero_steps_rewrites_init_weights_with_new_decoding(cache, val_dir, tmp_path):
+    """``--max-steps 0 --init``: the same tensors, the new decoding settings, and validation
+    figures measured under them."""
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=2))
+    second = tmp_path / "second.safetensors"
+    res = train(_cfg(cache, second, max_steps=0, init=str(first), val=str(val_dir),
+                     model_args={"neutral_radius": 10, "chroma_gain": "1.2"}))
+    assert res.steps == 0
+    a, b = load_file(first), load_file(second)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = read_metadata(second)
+    assert meta["config"]["neutral_radius"] == 10.0 and meta["config"]["chroma_gain"] == 1.2
+    assert meta["training"]["steps"] == 0 and meta["training"]["init"]["file"] == str(first)
+    assert meta["metrics"]["step"] == 0 and meta["metrics"]["val"] == str(val_dir)
+    assert res.best["psnr"] == meta["metrics"]["psnr"]
+    with pytest.raises(TrainingError, match="--max-steps 0 trains nothing"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=0))
+    with pytest.raises(TrainingError, match="0 or more"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=-1, init=str(first)))
+
+
 def test_init_from_another_model_copies_matching_tensors(cache, tmp_path):
     # l2 from mcl (the MCL paper's comparison on one network): encoder and decoder carry over,
     # the 2-channel head starts fresh.

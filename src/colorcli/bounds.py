@@ -52,6 +52,8 @@ CONFIG_BOUNDS: dict[str, Bound] = {
     "sigma": Bound(float, 0, 50, lo_open=True),
     "neighbours": Bound(int, 1, 32),
     "reg_weight": Bound(float, 0, 100),
+    "neutral_radius": Bound(float, 0, 60),
+    "chroma_gain": Bound(float, 0, 4, lo_open=True),
     # unet (the paper: base 64, depth 5)
     "base_width": Bound(int, 1, 64),
     "depth": Bound(int, 2, 5),

@@ -268,6 +268,30 @@ def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, *, temperature: f
     return torch.einsum("bqhw,qc->bchw", q, c)
 
 
+def neutral_gated_mean(
+    logits: torch.Tensor, centres: torch.Tensor, *, temperature: float, neutral_radius: float, gain: float = 1.0
+) -> torch.Tensor:
+    """The annealed mean scaled by ``gain · (1 − g)``, where ``g`` is the annealed distribution's
+    mass on the neutral bins (centres within ``neutral_radius`` of gray).
+
+    Where the model holds gray likely, its colour fades toward gray instead of landing on a
+    confident cast; where it is sure of a colour, ``g`` is ~0 and ``gain`` gives back the
+    colourfulness the gate takes from the photo as a whole. ``neutral_radius`` 0 and ``gain`` 1
+    are the plain annealed mean.
+    """
+    ab = annealed_mean(logits, centres, temperature=temperature)
+    if neutral_radius > 0:
+        c = centres.to(logits)
+        neutral = (torch.linalg.vector_norm(c, dim=1) <= neutral_radius + 1e-3).to(logits.dtype)
+        if temperature <= 1e-3:
+            g = neutral[logits.argmax(dim=1)].unsqueeze(1)
+        else:
+            q = torch.softmax(logits.float() / temperature, dim=1).to(logits.dtype)
+            g = torch.einsum("bqhw,q->bhw", q, neutral).unsqueeze(1)
+        ab = ab * (1 - g).clamp(0, 1)
+    return ab * gain if gain != 1 else ab
+
+
 def uv_bin_edges(*, bins: int = UV_BINS, span: float = UV_RANGE) -> np.ndarray:
     return np.linspace(-span, span, bins + 1, dtype=np.float32)
 
@@ -416,6 +440,7 @@ __all__ = [
     "UV_RANGE",
     "ab_to_bin_index",
     "annealed_mean",
+    "neutral_gated_mean",
     "chroma",
     "gamut_bins",
     "gray_l_levels",

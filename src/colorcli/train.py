@@ -397,6 +397,11 @@ def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
             raise TrainingError(f"{cfg.resume}: {exc}") from None
     if all(getattr(cfg, k) is None for k in _BUDGET_FIELDS):
         raise TrainingError("give --minutes, --epochs or --max-steps")
+    if cfg.max_steps is not None and cfg.max_steps < 0:
+        raise TrainingError(f"--max-steps must be 0 or more, not {cfg.max_steps}")
+    if cfg.max_steps == 0 and not cfg.init:
+        raise TrainingError("--max-steps 0 trains nothing: it re-validates and re-writes --init weights "
+                            "(e.g. with new --model-arg decoding settings), so give --init")
     if (cfg.select or "loss") not in SELECT:
         raise TrainingError(f"unknown --select {cfg.select!r}; use {', '.join(SELECT)}")
     return cfg, saved
@@ -602,6 +607,8 @@ def total_steps(cfg: TrainConfig, steps_per_epoch: int, step: int, seconds: floa
         # Measured over everything the loop does (validation and checkpoints included),
         # so the run ends near the wall-clock budget.
         cands.append(max(step + 1, int(step / seconds * cfg.minutes * 60)))
+    if cfg.max_steps == 0:
+        return 0  # --init weights re-validated and written as they are (new decoding settings)
     if cfg.max_steps is not None:
         cands.append(cfg.max_steps)
     # Minutes only and no speed measured yet: a placeholder, refined every 20 steps.

@@ -61,12 +61,12 @@ def train(
     freeze_frac: Annotated[float, typer.Option("--freeze-frac", help="Fraction of training with the pretrained encoder frozen.")] = 0.3,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Use only the first N validation photos.")] = None,
     val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps. 0 with --init trains nothing: it validates the --init weights under new --model-arg decoding settings and writes them with those figures.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     select: Annotated[Literal["loss", "psnr", "auc", "delta_cf", "neutral_chroma", "combined"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc, delta_cf, neutral_chroma, or combined (PSNR less 0.2 dB per unit of CF gap past 3 and of neutral chroma past 7). On --resume, changes what is kept from then on.")] = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
-    model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight).")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight, neutral_radius, chroma_gain).")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""

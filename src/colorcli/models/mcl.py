@@ -27,7 +27,9 @@ from colorcli.models.registry import register_model
 class ColorNetConfig(ModelConfig):
     # Loss and decoding settings: ``train --init FILE --model-arg KEY=VALUE`` may change these
     # without changing any tensor's shape.
-    tunable: ClassVar[tuple[str, ...]] = ("temperature", "lam", "sigma", "neighbours", "reg_weight")
+    tunable: ClassVar[tuple[str, ...]] = (
+        "temperature", "lam", "sigma", "neighbours", "reg_weight", "neutral_radius", "chroma_gain",
+    )
 
     head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
     decoder_width: int = 128  # channels of the deepest decoder stage; halves towards stride 4
@@ -41,6 +43,10 @@ class ColorNetConfig(ModelConfig):
     # the rebalanced cross-entropy: it pulls the decoded colour toward the truth where the
     # distribution is unsure, against the confident wrong colours of the pure classifier.
     reg_weight: float = 0.0
+    # Decoding (``color.neutral_gated_mean``): the chroma fades by the annealed mass on the bins
+    # within ``neutral_radius`` of gray (0: off), then is scaled by ``chroma_gain``.
+    neutral_radius: float = 0.0
+    chroma_gain: float = 1.0
     default_size: int = 160
 
 
@@ -99,7 +105,8 @@ class ColorNet(ColorModel):
     def decode(self, raw: torch.Tensor, *, temperature: float | None = None) -> torch.Tensor:
         if self.config.head == "bins":
             t = self.config.temperature if temperature is None else temperature
-            return color.annealed_mean(raw, self.centres, temperature=t)
+            return color.neutral_gated_mean(raw, self.centres, temperature=t,
+                                            neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
         return raw * color.AB_NORM
 
     def loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -111,7 +118,9 @@ class ColorNet(ColorModel):
             )
             if self.config.reg_weight == 0:
                 return ce
-            decoded = self.decode(raw)
+            # The plain annealed mean: the neutral gate and gain are decoding choices made
+            # after training (see ``neutral_radius``), not something the network learns around.
+            decoded = color.annealed_mean(raw, self.centres, temperature=self.config.temperature)
             return ce + self.config.reg_weight * F.mse_loss(decoded.float() / color.AB_NORM, ab.float() / color.AB_NORM)
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
 
@@ -120,6 +129,8 @@ class ColorNet(ColorModel):
             return {
                 "kind": "annealed_mean",
                 "temperature": self.config.temperature,
+                "neutral_radius": self.config.neutral_radius,
+                "chroma_gain": self.config.chroma_gain,
                 "centres": self.centres.tolist(),
                 "stride": 4,
             }
