@@ -189,16 +189,19 @@ def test_unreadable_calibration_folder_writes_nothing(tmp_path, weights_of):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_float_nodes_are_the_decoding_and_the_head():
+@pytest.mark.parametrize(("name", "args"), [("test_l2", {}), ("test_mcl", {"neutral_radius": 10.0})])
+def test_float_nodes_are_the_decoding_and_the_head(name, args):
     from colorcli.export import _Decoded, _trace_to_bytes
 
-    model = create_model("test_l2").eval()
+    model = create_model(name, **args).eval()
     data = _trace_to_bytes(_Decoded(model, temperature=None), (torch.rand(1, 1, 64, 64) * 100,),
                            input_names=["L"], output_names=["chroma"], dynamic_axes={}, opset=17)
     proto = onnx.load_from_string(data)
     names = float_node_names(proto, tail=1, decode=True)
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     assert names[0] == convs[-1] and convs[-2] not in names
+    # every step of the decoding (the neutral gate's second softmax too) stays float
+    assert {n.name for n in proto.graph.node if n.op_type in ("Softmax", "Einsum", "Mul")} <= set(names)
     assert float_node_names(proto, tail=0, decode=False) == []
 
 
