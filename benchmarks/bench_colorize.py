@@ -1,4 +1,5 @@
-"""End-to-end colorize speed and peak memory: torch vs onnxruntime, every model, vs the IO floor.
+"""End-to-end colorize speed and peak memory: torch vs onnxruntime (fp32 and int8), every model,
+vs the IO floor.
 
 For each photo size (megapixels) and each model with weights (the flagship ``mcl`` falls back to
 random-init weights with a note: speed does not depend on weight values), one fresh subprocess
@@ -11,6 +12,10 @@ pixel code (``colorcli.inference.render``, numpy, shared by both backends).
 Children are pinned to ``--cores`` CPU cores (default 2) with that many threads. Where CUDA is
 available (torch with a GPU; onnxruntime-gpu for the onnx backend) every configuration also
 runs with ``--device cuda``, so the same script reports GPU figures on a GPU machine.
+
+The ``int8`` backend is onnxruntime on the file ``colorcli export --int8`` writes
+(:func:`colorcli.quantize.export_int8`), calibrated on ``--calibrate DIR`` (default: the
+repository's ``examples/`` photos; calibration sets the int8 ranges, not the amount of work).
 
     python benchmarks/bench_colorize.py            # 0.25, 1, 4, 12 MP, 3 repeats
     python benchmarks/bench_colorize.py --quick    # 0.25 and 1 MP, 1 repeat: a smoke run
@@ -73,9 +78,9 @@ def _child(cfg: dict) -> dict:
     from colorcli.inference import Colorizer, InferenceSettings, render
 
     settings = InferenceSettings(device=device, threads=cores or None, tta=not cfg["plain"], refine=not cfg["plain"])
-    if kind in ("torch", "onnx"):
-        colorizer = Colorizer.from_name(cfg["model"], weights=Path(cfg["weights" if kind == "torch" else "onnx"]),
-                                        backend=kind, settings=settings)
+    if kind in ("torch", "onnx", "int8"):
+        colorizer = Colorizer.from_name(cfg["model"], weights=Path(cfg[{"torch": "weights"}.get(kind, kind)]),
+                                        backend="torch" if kind == "torch" else "onnx", settings=settings)
         work = colorizer.colorize_rgb
     else:  # the IO floor: the same pixel steps without a network (shared by both backends)
         def work(rgb):
@@ -83,7 +88,7 @@ def _child(cfg: dict) -> dict:
             h, w = L.shape
             zero = render.Chroma(np.zeros((2, max(1, h // 4), max(1, w // 4)), np.float32))
             return render.recombine(L, zero, threads=cores or 1)
-    return _timed(cfg, colorizer if kind in ("torch", "onnx") else None, work, kind)
+    return _timed(cfg, colorizer if kind in ("torch", "onnx", "int8") else None, work, kind)
 
 
 def _timed(cfg: dict, colorizer, work, kind: str) -> dict:
@@ -156,8 +161,9 @@ def make_photo(path: Path, megapixels: float, seed: int = 0, aspect: float = 4 /
     return w, h
 
 
-def prepare_models(names: list[str], work: Path, notes: list[str]) -> list[dict]:
-    """Weights (or the flagship's random-init fallback) and an ONNX export for each model."""
+def prepare_models(names: list[str], work: Path, notes: list[str], *, calibrate: Path | None = None) -> list[dict]:
+    """Weights (or the flagship's random-init fallback) and an ONNX export for each model; with
+    ``calibrate`` (a folder of photos) also its int8 export."""
     import torch
 
     from colorcli.export import export_model
@@ -180,7 +186,13 @@ def prepare_models(names: list[str], work: Path, notes: list[str]) -> list[dict]
         onnx = work / f"{name}.onnx"
         report = export_model(model, onnx, weights_path=weights, overwrite=True)  # scratch folder
         worst = max(d for _, d in report.parity)
-        models.append({"name": name, "weights": str(weights), "onnx": str(onnx), "parity": worst})
+        entry = {"name": name, "weights": str(weights), "onnx": str(onnx), "parity": worst}
+        if calibrate is not None:
+            from colorcli.quantize import export_int8
+
+            q = export_int8(name, work / f"{name}-int8.onnx", calibrate=calibrate, weights=weights, overwrite=True)
+            entry.update(int8=str(q.path), int8_diff=q.mean_abs_diff, int8_photos=q.calibrated_on)
+        models.append(entry)
     return models
 
 
@@ -190,7 +202,8 @@ def _prepare(cfg: dict) -> dict:
     work = Path(cfg["work"])
     names = cfg["names"] or [FLAGSHIP] + [n for n in list_models() if n != FLAGSHIP]
     notes: list[str] = []
-    models = prepare_models(names, work, notes)
+    calibrate = Path(cfg["calibrate"]) if cfg.get("calibrate") else None
+    models = prepare_models(names, work, notes, calibrate=calibrate)
     images = []
     for mp in cfg["sizes"]:
         p = work / f"photo-{mp:g}mp.jpg"
@@ -223,7 +236,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (default 3)")
     ap.add_argument("--cores", type=int, default=2, help="CPU cores (and threads) per child; 0: all")
     ap.add_argument("--models", type=str, default=None, help="comma-separated (default: flagship + all others)")
-    ap.add_argument("--backends", type=str, default="torch,onnx")
+    ap.add_argument("--backends", type=str, default="torch,onnx,int8",
+                    help="comma-separated, of torch, onnx (fp32 export), int8 (export --int8)")
+    ap.add_argument("--calibrate", type=Path, default=Path(__file__).resolve().parents[1] / "examples",
+                    help="photos to calibrate the int8 export on (default: the repository's examples/)")
     ap.add_argument("--format", choices=("jpg", "png"), default="jpg", help="output format")
     ap.add_argument("--plain", action="store_true",
                     help="colorize as with --no-tta --no-refine (default: colorize's defaults, both on)")
@@ -252,7 +268,8 @@ def main() -> None:
     # Models, exports and photos are made in a child: a process's peak RSS starts from its
     # parent's at fork, so this process must stay small for the children's figures to be theirs.
     prep = subprocess.run([sys.executable, __file__, "--prepare", json.dumps(
-        {"names": names, "work": str(work), "sizes": sizes, "aspect": args.aspect})], stdout=subprocess.PIPE, text=True)
+        {"names": names, "work": str(work), "sizes": sizes, "aspect": args.aspect,
+         "calibrate": str(args.calibrate) if "int8" in backends else None})], stdout=subprocess.PIPE, text=True)
     if prep.returncode != 0:
         sys.exit("preparing models and photos failed (see above)")
     prepared = json.loads(prep.stdout.strip().splitlines()[-1])
@@ -271,7 +288,8 @@ def main() -> None:
                 if args.old_src is not None:
                     configs.append((m["name"], "old torch", {"kind": "old_torch", "model": m["name"], "weights": m["weights"]}))
                 for b in backends:
-                    configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"]}))
+                    configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"],
+                                                   "int8": m.get("int8")}))
             for label, backend, cfg in configs:
                 cfg = {**cfg, "device": device, "image": str(path), "repeats": repeats, "cores": args.cores,
                        "plain": args.plain,
@@ -347,8 +365,13 @@ def main() -> None:
             print(f"  {mp:g} MP onnxruntime vs torch: {s:.2f}x faster end to end, {n:.2f}x the network alone "
                   f"(>= {TARGETS['onnx_speedup']}x): {'met' if s >= TARGETS['onnx_speedup'] else 'NOT met'} end to end, "
                   f"{'met' if n >= TARGETS['onnx_speedup'] else 'NOT met'} network")
+        o, q = med(mp, "cpu", flagship["name"], "onnx"), med(mp, "cpu", flagship["name"], "int8")
+        if o and q:
+            print(f"  {mp:g} MP int8 vs fp32 onnx: {o[0] / q[0]:.2f}x faster end to end, {o[2] / q[2]:.2f}x the network alone")
     for m in models:
-        print(f"  {m['name']}: ONNX parity max |Δchroma| {m['parity']:.1e}")
+        print(f"  {m['name']}: ONNX parity max |Δchroma| {m['parity']:.1e}"
+              + (f"; int8 mean |Δchroma| against fp32 {m['int8_diff']:.2f} on its {m['int8_photos']} calibration photos"
+                 if "int8" in m else ""))
     import resource
 
     parent_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -290,15 +290,23 @@ def export_model(
         "parity": json.dumps({"tolerance": PARITY_TOL,
                               "max_abs_diff": {f"{b}x{h}x{w}": d for (b, h, w), d in parity}}),
     }
+    size = write_onnx(proto, out, meta, doc=f"colorcli {arch}: L -> decoded chroma ({model.chroma_space})",
+                      overwrite=overwrite)
+    return ExportReport(out, arch, size, opset, "fp16" if fp16 else "fp32", parity, meta)
+
+
+def write_onnx(proto, out: Path, meta: dict[str, str], *, doc: str, overwrite: bool) -> int:
+    """Stamp ``proto`` with colorcli's metadata (``meta``: string values) and write it to ``out``
+    atomically (replacing a file only with ``overwrite``); returns its size in bytes."""
     import onnx
 
     onnx.helper.set_model_props(proto, meta)
     proto.producer_name = "colorcli"
     proto.producer_version = __version__
-    proto.doc_string = f"colorcli {arch}: L -> decoded chroma ({model.chroma_space})"
+    proto.doc_string = doc
     data = proto.SerializeToString()
     atomic_write_bytes(out, data, overwrite=overwrite)
-    return ExportReport(out, arch, len(data), opset, "fp16" if fp16 else "fp32", parity, meta)
+    return len(data)
 
 
 def export_onnx(

@@ -24,7 +24,7 @@ from colorcli.cli.common import (
 def eval_command(
     folder: Annotated[Path, typer.Argument(help="Folder of colour photos (the ground truth).")],
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate (repeatable). Default: mcl, unless --weights, --pred-dir or --baseline say what to score.")] = None,
-    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file (repeatable; implies --model NAME).")] = None,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file: .safetensors runs on PyTorch, .onnx (from `colorcli export`, fp32 or --int8) on onnxruntime (repeatable; implies --model NAME).")] = None,
     pred_dir: Annotated[list[str] | None, typer.Option("--pred-dir", help="NAME=DIR: score finished predictions in DIR, matched to photos by file stem (or stem_color) (repeatable).")] = None,
     baseline: Annotated[Literal["gray"] | None, typer.Option("--baseline", help="Add a baseline row; gray: the neutral image with the photo's own L.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N photos (sorted by name).")] = None,
