@@ -245,6 +245,10 @@ def main() -> None:
                     help="colorize as with --no-tta --no-refine (default: colorize's defaults, both on)")
     ap.add_argument("--old-src", type=Path, default=None,
                     help="a checkout of colorcli before the redesign (commit d8a228d): adds its torch path as 'old torch'")
+    ap.add_argument("--old-weights", type=str, action="append", default=[], metavar="NAME=FILE",
+                    help="weights the old path loads for NAME (default: the same file as the new path); "
+                         "for files whose config has settings the old code does not know, e.g. "
+                         "`git show 747fcc7:weights/mcl.safetensors` (same network, no neutral gate)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep inputs and exports here")
     ap.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", type=str, default=None, help=argparse.SUPPRESS)
@@ -278,6 +282,7 @@ def main() -> None:
         sys.exit("no model to benchmark")
     images = {float(mp): (Path(p), w, h) for mp, p, w, h in prepared["images"]}
 
+    old_weights = dict(spec.split("=", 1) for spec in args.old_weights)
     flagship = next(m for m in models if m["name"] == FLAGSHIP) if any(m["name"] == FLAGSHIP for m in models) else models[0]
     rows = []  # (mp, device, model, backend, result)
     for mp in sizes:
@@ -286,7 +291,8 @@ def main() -> None:
             configs = [("IO floor", "-", {"kind": "floor", "onnx": flagship["onnx"]})]
             for m in models:
                 if args.old_src is not None:
-                    configs.append((m["name"], "old torch", {"kind": "old_torch", "model": m["name"], "weights": m["weights"]}))
+                    configs.append((m["name"], "old torch", {"kind": "old_torch", "model": m["name"],
+                                                             "weights": old_weights.get(m["name"], m["weights"])}))
                 for b in backends:
                     configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"],
                                                    "int8": m.get("int8")}))
