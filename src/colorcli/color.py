@@ -270,16 +270,15 @@ def neutral_gated_mean(
     colourfulness the gate takes from the photo as a whole. ``neutral_radius`` 0 and ``gain`` 1
     are the plain annealed mean.
     """
-    ab = annealed_mean(logits, centres, temperature=temperature)
     if neutral_radius > 0:
+        # One annealed pass over the centres with a third column (1 on the neutral bins, else
+        # 0): its first two channels are the annealed mean, the third is the neutral mass g.
         c = centres.to(logits)
-        neutral = (torch.linalg.vector_norm(c, dim=1) <= neutral_radius + 1e-3).to(logits.dtype)
-        if temperature <= 1e-3:
-            g = neutral[logits.argmax(dim=1)].unsqueeze(1)
-        else:
-            q = torch.softmax(logits.float() / temperature, dim=1).to(logits.dtype)
-            g = torch.einsum("bqhw,q->bhw", q, neutral).unsqueeze(1)
-        ab = ab * (1 - g).clamp(0, 1)
+        neutral = (torch.linalg.vector_norm(c, dim=1, keepdim=True) <= neutral_radius + 1e-3).to(c.dtype)
+        out = annealed_mean(logits, torch.cat([c, neutral], dim=1), temperature=temperature)
+        ab = out[:, :2] * (1 - out[:, 2:]).clamp(0, 1)
+    else:
+        ab = annealed_mean(logits, centres, temperature=temperature)
     return ab * gain if gain != 1 else ab
 
 
