@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +241,28 @@ def test_same_output_for_every_worker_count(photo_dir, tiny_weights, tmp_path):
         assert outs[workers].keys() == outs[0].keys()
         for name in outs[0]:
             assert np.array_equal(outs[workers][name], outs[0][name])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_while_a_result_is_reported_still_reports_it(photo_dir, tiny_weights, tmp_path, workers):
+    """Ctrl-C landing while a finished photo is being reported (its path printed) is held until
+    the report is whole: every output written is reported, none counted as not started."""
+    colorizer = Colorizer.from_name("test_mcl", weights=tiny_weights, settings=InferenceSettings(device="cpu"))
+    out = tmp_path / "out"
+    jobs = [Job(photo_dir / n, out / f"{Path(n).stem}_color.png") for n in ("a.jpg", "b.png", "c.png")]
+    reported = []
+
+    def report(job, status, detail):
+        if not reported:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is due here; without the hold it interrupts the report
+        reported.append(job.target.name)
+
+    res = run_jobs(colorizer, jobs, workers=workers, on_event=report)
+    assert res.interrupted
+    written = sorted(p.name for p in out.iterdir())
+    assert sorted(reported) == sorted(p.name for p in res.done) == written
+    assert len(res.done) + len(res.not_started) == 3
 
 
 def test_runner_keeps_errors_per_file(photo_dir, tiny_weights, tmp_path):

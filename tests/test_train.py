@@ -20,6 +20,7 @@ from colorcli import train as T
 from colorcli.cli import app
 from colorcli.data import CachedImages, prepare
 from colorcli.errors import TrainingError, WeightsError
+from colorcli.interrupts import sigint_deferred
 from colorcli.models.mcl import ColorNet
 from colorcli.train import TrainCallbacks, TrainConfig, checkpoint_path, train
 from colorcli.weights import read_metadata
@@ -160,7 +161,7 @@ def test_second_ctrl_c_breaks_into_the_step_and_rolls_its_draws_back(cache, tmp_
 def test_sigint_deferred_holds_the_first_and_yields_to_the_second():
     reached = []
     with pytest.raises(KeyboardInterrupt):
-        with T._sigint_deferred():
+        with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(1000):
                 pass
@@ -168,7 +169,7 @@ def test_sigint_deferred_holds_the_first_and_yields_to_the_second():
     assert reached == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
-        with T._sigint_deferred():
+        with sigint_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(1000):
@@ -176,7 +177,7 @@ def test_sigint_deferred_holds_the_first_and_yields_to_the_second():
             reached.append(2)  # not reached: the second Ctrl-C does not wait
     assert reached == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with T._sigint_deferred():  # no signal: nothing raised
+    with sigint_deferred():  # no signal: nothing raised
         pass
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from colorcli.errors import ColorcliError, ImageWriteError, InferenceError, OutputExistsError, SteeringError
 from colorcli.files import clean_stale_parts
 from colorcli.imageio import IMAGE_SUFFIXES, OUTPUT_FORMATS, Photo, read_photo, read_provenance, write_image
+from colorcli.interrupts import sigint_deferred
 from colorcli.video import FILM_SUFFIXES, FilmSettings, colorize_film, output_suffix, sniff_film
 
 if TYPE_CHECKING:
@@ -488,8 +489,10 @@ def run_jobs(
         i = 0
         try:
             while i < len(todo):
-                record(todo[i], *process_job(todo[i], colorizer, **options, **film_options))
-                i += 1
+                outcome = process_job(todo[i], colorizer, **options, **film_options)
+                with sigint_deferred():  # written: it is reported, whatever comes now
+                    record(todo[i], *outcome)
+                    i += 1
         except KeyboardInterrupt:
             res.interrupted = True
             res.not_started.extend(j.source for j in todo[i:])
@@ -522,13 +525,16 @@ def run_jobs(
             if pending:
                 job, fut = pending[0]
                 wait([fut])  # still in ``pending`` if Ctrl-C comes while waiting
-                pending.popleft()
-                collect(fut, job)
+                with sigint_deferred():  # off the queue and reported, or neither
+                    pending.popleft()
+                    collect(fut, job)
             else:  # a film: the photos before it are finished, so outputs stay in input order
                 inline = todo[next_job]
                 next_job += 1
-                record(inline, *process_job(inline, colorizer, **options, **film_options))
-                inline = None
+                outcome = process_job(inline, colorizer, **options, **film_options)
+                with sigint_deferred():
+                    record(inline, *outcome)
+                    inline = None
     except KeyboardInterrupt:
         res.interrupted = True
         network.stop.set()

@@ -42,6 +42,7 @@ from colorcli.distributed import Dist, process_group
 from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.files import atomic_write_stream, sha256_file
+from colorcli.interrupts import sigint_deferred
 from colorcli.models import ColorModel, count_parameters, create_model
 from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.weights import load_matching, load_weights, read_metadata, save_weights
@@ -154,37 +155,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "config" not in state or "model" not in state:
         raise TrainingError(f"{path}: not a colorcli training checkpoint")
     return state
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so that a training step is done whole or not at all.
-
-    A step moves the data order and RNG, BatchNorm statistics (in the forward pass) and every
-    weight (in ``optimizer.step()``); a checkpoint written in the middle of one would match no
-    step. The first SIGINT inside the block is raised as ``KeyboardInterrupt`` when the block
-    ends; a second one is raised at once, for a user who will not wait. Signal handlers can only
-    be set from the main thread; elsewhere, or where SIGINT is ignored (a background job) or
-    handled outside Python, this does nothing.
-    """
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield
-        return
-    caught: list[tuple[int, Any]] = []
-
-    def hold(signum: int, frame: Any) -> None:
-        if caught:
-            previous(signum, frame)  # the second Ctrl-C: the usual handler raises now
-        caught.append((signum, frame))
-
-    signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        previous(*caught[0])  # the usual handler: raises KeyboardInterrupt
 
 
 def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> Path:
@@ -681,7 +651,7 @@ def _sigint_requests_stop(ts: TrainState) -> Iterator[None]:
     """In a distributed run, turn the first Ctrl-C into a request that the processes agree on
     after the step (see :func:`train_loop`): each process may see it in a different step, and
     one that stopped alone would leave the others waiting for it forever. A second Ctrl-C is
-    raised at once. Like :func:`_sigint_deferred`, only from the main thread."""
+    raised at once. Like :func:`colorcli.interrupts.sigint_deferred`, only from the main thread."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield
@@ -712,7 +682,7 @@ def train_loop(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainRe
     last_ckpt = last_val = ts.clock
     draws: tuple[Any, ...] | None = None
     # One process: Ctrl-C waits for the step to end. Several: it waits for all to agree.
-    per_step = contextlib.nullcontext if dist.enabled else _sigint_deferred
+    per_step = contextlib.nullcontext if dist.enabled else sigint_deferred
     try:
         with _sigint_requests_stop(ts) if dist.enabled else contextlib.nullcontext():
             while True:
