@@ -54,8 +54,8 @@ def val_dir(tmp_path_factory, make_photo) -> Path:
 
 def _cfg(cache: Path, out: Path, **kw) -> TrainConfig:
     kw = {"model": "test_mcl", "max_steps": 12, "batch_size": BATCH, "size": 32, "device": "cpu",
-          "cache_dir": str(out.parent / "cache"), **kw}
-    return TrainConfig(data=[str(cache)], out=str(out), **kw)
+          "cache_dir": str(out.parent / "cache"), "data": [str(cache)], **kw}
+    return TrainConfig(out=str(out), **kw)
 
 
 def _ckpt(path: Path) -> dict:
@@ -179,6 +179,27 @@ def test_sigint_deferred_holds_the_first_and_yields_to_the_second():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with sigint_deferred():  # no signal: nothing raised
         pass
+
+
+def test_caches_are_joined_and_a_cache_named_twice_weighs_twice(cache, photos, tmp_path):
+    other = prepare([photos], tmp_path / "other.npz", size=64).path
+    one = CachedImages(cache)
+    joined = CachedImages([cache, other, other])
+    assert len(joined) == 3 * len(one)
+    assert np.array_equal(joined.images[len(one):2 * len(one)], joined.images[2 * len(one):])
+    assert np.array_equal(joined.bin_counts, 3 * one.bin_counts)
+    out = tmp_path / "w.safetensors"
+    train(_cfg(cache, out, max_steps=2, data=[str(cache), str(other), str(other)]))
+    meta = read_metadata(out)["training"]
+    assert meta["photos"] == 3 * N_PHOTOS and meta["cache"] == f"{cache}, {other}, {other}"
+
+
+def test_caches_of_other_sizes_or_mixed_with_folders_are_refused(cache, photos, tmp_path):
+    small = prepare([photos], tmp_path / "small.npz", size=32).path
+    with pytest.raises(TrainingError, match="different crop sizes"):
+        CachedImages([cache, small])
+    with pytest.raises(TrainingError, match="not both"):
+        train(_cfg(cache, tmp_path / "w.safetensors", data=[str(cache), str(photos)]))
 
 
 def test_resume_takes_session_fields_and_a_new_budget(cache, tmp_path):

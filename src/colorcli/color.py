@@ -214,17 +214,24 @@ def soft_encode(
     """Soft-encode ab ``(B, 2, H, W)`` over ``Q`` bins -> ``(B, Q, H, W)`` summing to 1.
 
     Each pixel spreads over its ``neighbours`` nearest bin centres with Gaussian weights
-    (``sigma`` in ab units), as in Zhang et al.
+    (``sigma`` in ab units), as in Zhang et al. The dense form of :func:`soft_encode_sparse`.
     """
     b, _, h, w = ab.shape
-    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
-    d = torch.cdist(flat, centres.to(flat))
-    dist, idx = d.topk(neighbours, dim=1, largest=False)
-    wts = torch.exp(-(dist**2) / (2 * sigma**2))
-    wts = wts / wts.sum(dim=1, keepdim=True)
-    out = torch.zeros(flat.shape[0], centres.shape[0], dtype=flat.dtype, device=flat.device)
+    idx, wts = soft_encode_sparse(ab.permute(0, 2, 3, 1).reshape(-1, 2), centres, neighbours=neighbours, sigma=sigma)
+    out = torch.zeros(idx.shape[0], centres.shape[0], dtype=wts.dtype, device=wts.device)
     out.scatter_(1, idx, wts)
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def soft_encode_sparse(
+    ab: torch.Tensor, centres: torch.Tensor, *, neighbours: int = 5, sigma: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ab ``(N, 2)`` -> the ``neighbours`` nearest bins of each pixel, nearest first, and their
+    Gaussian weights summing to 1: ``(idx (N, k), weights (N, k))``. The training loss takes
+    these as they are: a dense ``(N, Q)`` target would be 50x larger and mostly zeros."""
+    d = torch.cdist(ab, centres.to(ab))
+    dist, idx = d.topk(neighbours, dim=1, largest=False)  # sorted: idx[:, 0] is the nearest
+    return idx, torch.softmax(-(dist * dist) / (2 * sigma**2), dim=1)
 
 
 def smooth_prior(
@@ -255,8 +262,12 @@ def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, *, temperature: f
     c = centres.to(logits)
     if temperature <= 1e-3:
         return c[logits.argmax(dim=1)].permute(0, 3, 1, 2)
-    q = torch.softmax(logits.float() / temperature, dim=1).to(logits.dtype)
-    return torch.einsum("bqhw,qc->bchw", q, c)
+    # Bins last: the softmax and the product with the centres run along memory (the networks
+    # give channels-last logits), 2x faster on a CPU, forward and backward, than over dim 1.
+    b, q, h, w = logits.shape
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, q)
+    p = torch.softmax(flat.float() / temperature, dim=1).to(logits.dtype)
+    return (p @ c).view(b, h, w, c.shape[1]).permute(0, 3, 1, 2)
 
 
 def neutral_gated_mean(
@@ -528,6 +539,7 @@ __all__ = [
     "rgb_to_luv_np",
     "smooth_prior",
     "soft_encode",
+    "soft_encode_sparse",
     "uv_bin_edges",
     "uv_bin_means",
     "uv_to_bin_index",

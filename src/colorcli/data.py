@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from colorcli.files import atomic_write_stream
 from colorcli.imageio import read_rgb
 
 CACHE_VERSION = 1
+MAX_CACHE_SIZE = 1024  # largest crop side a cache may declare (bounds the memory it takes)
 GRAY_CHROMA = 4.0  # mean Lab chroma below which a photo counts as (near-)grayscale
 
 
@@ -116,30 +117,55 @@ def prepare(
 
 
 class CachedImages:
-    """A prepared cache decoded into one uint8 array ``(N, S, S, 3)`` in memory."""
+    """Prepared caches decoded into one uint8 array ``(N, S, S, 3)`` in memory.
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        try:
-            z = np.load(path, allow_pickle=False)
-            data, offsets = z["data"], z["offsets"]
-            self.meta = json.loads(str(z["meta"]))
-            self.bin_counts = z["bin_counts"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise TrainingError(f"{path}: not a colorcli training cache ({exc})") from None
-        if self.meta.get("version") != CACHE_VERSION:
-            raise TrainingError(f"{path}: cache version {self.meta.get('version')} unsupported")
-        s = self.meta["size"]
-        n = len(offsets) - 1
-        self.images = np.empty((n, s, s, 3), dtype=np.uint8)
-        for i in range(n):
-            blob = data[offsets[i] : offsets[i + 1]].tobytes()
-            with Image.open(io.BytesIO(blob)) as im:
-                self.images[i] = np.asarray(im.convert("RGB"))
-        self.path = path
+    Several caches (of one crop size) are concatenated in the order given; a cache named twice
+    is in it twice, which is how a source is weighed more (``--data wide.npz --data train.npz
+    --data train.npz``). ``bin_counts`` (the colour prior) sums them the same way.
+    """
+
+    def __init__(self, paths: Path | Sequence[Path]) -> None:
+        paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        if not paths:
+            raise TrainingError("no training cache given")
+        decoded: dict[Path, tuple[np.ndarray, np.ndarray, dict]] = {}
+        for path in dict.fromkeys(paths):
+            decoded[path] = _decode_cache(path)
+        sizes = {p: meta["size"] for p, (_, _, meta) in decoded.items()}
+        if len(set(sizes.values())) > 1:
+            raise TrainingError("training caches of different crop sizes cannot be mixed: "
+                                + ", ".join(f"{p} ({s} px)" for p, s in sizes.items()))
+        parts = [decoded[p][0] for p in paths]
+        self.images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self.bin_counts = sum(decoded[p][1] for p in paths)
+        self.meta = decoded[paths[0]][2]
+        self.paths = paths
+        self.path = paths[0]
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def _decode_cache(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """One cache file: its photos decoded, its colour-bin counts and its metadata."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        data, offsets = z["data"], z["offsets"]
+        meta = json.loads(str(z["meta"]))
+        bin_counts = z["bin_counts"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingError(f"{path}: not a colorcli training cache ({exc})") from None
+    if meta.get("version") != CACHE_VERSION:
+        raise TrainingError(f"{path}: cache version {meta.get('version')} unsupported")
+    s, n = meta.get("size"), len(offsets) - 1
+    if not isinstance(s, int) or not 8 <= s <= MAX_CACHE_SIZE or n < 1 or offsets.ndim != 1:
+        raise TrainingError(f"{path}: not a colorcli training cache (crop size {s!r}, {n} photos)")
+    images = np.empty((n, s, s, 3), dtype=np.uint8)
+    for i in range(n):
+        blob = data[offsets[i] : offsets[i + 1]].tobytes()
+        with Image.open(io.BytesIO(blob)) as im:
+            images[i] = np.asarray(im.convert("RGB"))
+    return images, bin_counts, meta
 
 
 def augment_batch(

@@ -157,12 +157,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> Path:
-    """A prepared cache for ``cfg.data``: an ``.npz`` given directly, or made once from folders."""
+def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> list[Path]:
+    """The prepared caches for ``cfg.data``: ``.npz`` files given directly (in order, repeats
+    kept: a cache named twice weighs twice), or one cache made once from folders."""
     if not cfg.data:
         raise TrainingError("no training data: give --data FOLDER (or a prepared .npz cache)")
-    if len(cfg.data) == 1 and cfg.data[0].endswith(".npz"):
-        return Path(cfg.data[0])
+    caches = [d for d in cfg.data if d.endswith(".npz")]
+    if caches:
+        if len(caches) != len(cfg.data):
+            raise TrainingError("--data takes folders or prepared .npz caches, not both: "
+                                "prepare the folders into a cache (colorcli prepare) and name the caches")
+        return [Path(d) for d in caches]
     key = "|".join(str(Path(d).resolve()) for d in cfg.data) + f"|{cfg.size}"
     cache = Path(cfg.cache_dir) / f"train-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
     if not cache.exists():
@@ -172,7 +177,7 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> Path:
             f"cache: {res.kept} photos, {res.skipped_gray} grayscale skipped, "
             f"{len(res.failed)} unreadable, {res.bytes / 2**20:.1f} MiB"
         )
-    return cache
+    return [cache]
 
 
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -287,7 +292,7 @@ class TrainSetup:
     cfg: TrainConfig
     device: torch.device
     data: CachedImages
-    cache_path: Path
+    cache_paths: list[Path]
     val: list[tuple[str, np.ndarray]]
     out: Path
     ckpt_file: Path
@@ -379,23 +384,24 @@ def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
 
 def load_data(
     cfg: TrainConfig, saved: dict[str, Any] | None, cb: TrainCallbacks, dist: Dist
-) -> tuple[CachedImages, Path]:
-    """The training cache, checked against a resumed checkpoint's data order."""
+) -> tuple[CachedImages, list[Path]]:
+    """The training caches, checked against a resumed checkpoint's data order."""
     with dist.main_first():  # one process prepares a missing cache, the others then read it
-        cache_path = resolve_data(cfg, cb)
-    data = CachedImages(cache_path)
+        cache_paths = resolve_data(cfg, cb)
+    data = CachedImages(cache_paths)
+    named = ", ".join(map(str, cache_paths))
     batch = cfg.batch_size * dist.world_size
     if len(data) < batch:
-        raise TrainingError(f"{cache_path}: {len(data)} photos, fewer than one batch of {batch}")
+        raise TrainingError(f"{named}: {len(data)} photos, fewer than one batch of {batch}")
     if saved is not None and saved.get("order") is not None:
         # The saved data order indexes the cache it was drawn for.
         order_len = len(saved["order"])
         if order_len != len(data) // batch * batch or int(saved["order"].max()) >= len(data):
             raise TrainingError(
-                f"{cfg.resume}: was made with a different training cache than {cache_path} "
+                f"{cfg.resume}: was made with a different training cache than {named} "
                 f"({len(data)} photos now)"
             )
-    return data, cache_path
+    return data, cache_paths
 
 
 def build_model(
@@ -527,7 +533,7 @@ def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
     cfg, device = setup.cfg, setup.device
     meta = {
         "data": cfg.data,
-        "cache": str(setup.cache_path),
+        "cache": ", ".join(map(str, setup.cache_paths)),
         "photos": len(setup.data),
         "command": cfg.command,
         "steps": ts.step,
@@ -758,10 +764,10 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
                 f"the same number (torchrun --nproc-per-node {n}), not {dist.world_size}"
             )
         torch.manual_seed(cfg.seed)  # before the model is built: its initial weights come from it
-        data, cache_path = load_data(cfg, saved, cb, dist)
+        data, cache_paths = load_data(cfg, saved, cb, dist)
         val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val and dist.is_main else []
         model, cfg, init_info = build_model(cfg, data, saved, cb)
-        setup = TrainSetup(cfg=cfg, device=device, data=data, cache_path=cache_path, val=val,
+        setup = TrainSetup(cfg=cfg, device=device, data=data, cache_paths=cache_paths, val=val,
                            out=Path(cfg.out), ckpt_file=checkpoint_path(Path(cfg.out)),
                            select=cfg.select or "loss", dist=dist)
         ts = new_state(model, setup, init_info)

@@ -48,7 +48,7 @@ class _RichCallbacks:
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to train (see `colorcli models`).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (best on validation).")],
-    data: Annotated[list[str] | None, typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable; not needed with --resume.")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="Folder of colour photos, or a prepared .npz cache. Repeatable: folders make one cache; caches are joined in order, and a cache named twice weighs twice. Not needed with --resume.")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Folder of colour photos for validation.")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint to continue exactly (OUT.ckpt). Its settings are kept; --out, --device, --cache-dir, --select and a new budget (--minutes/--epochs/--max-steps) are taken from this command.")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from a .safetensors weights file, fresh optimizer and schedule. Same model: rebuilt from its metadata; another model (e.g. l2 from mcl): the tensors that match by name and shape are copied.")] = None,
