@@ -332,3 +332,41 @@ def test_reg_weight_adds_the_decoded_ab_l2_term():
     expect = plain.loss(raw, batch) + 10.0 * torch.mean((plain.decode(raw) / 110 - pooled / 110) ** 2)
     assert float(reg.loss(raw, batch)) == pytest.approx(float(expect), rel=1e-5)
     assert float(reg.loss(raw, batch)) > float(plain.loss(raw, batch))
+
+
+@pytest.mark.parametrize("reg_weight", [0.0, 7.0])
+def test_loss_and_its_gradient_match_autograd_through_the_dense_steps(reg_weight):
+    # The reference: the loss as the paper writes it, a dense soft target and the annealed
+    # mean, differentiated by autograd in float64. The fused loss must agree in value and in
+    # gradient, with pixels of unequal class weights and a batch of more than one image.
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(2, Q, 3, 5, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    ab = (torch.rand(2, 2, 3, 5, generator=g, dtype=torch.float64) - 0.5) * 150
+    weights = torch.rand(Q, generator=g, dtype=torch.float64) * 3 + 0.1
+    target = color.soft_encode(ab, CENTRES.double())
+    ce = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    want = (weights[target.argmax(dim=1)] * ce).mean()
+    if reg_weight:
+        decoded = color.annealed_mean(logits, CENTRES.double(), temperature=0.38)
+        want = want + reg_weight * torch.mean((decoded / 110 - ab / 110) ** 2)
+    (want_grad,) = torch.autograd.grad(want, logits)
+    got = rebalanced_cross_entropy(logits, ab, CENTRES, weights, reg_weight=reg_weight, temperature=0.38)
+    (got_grad,) = torch.autograd.grad(got, logits)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert got_grad.dtype == logits.dtype
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_sparse_encoding_finds_the_same_bins_as_a_full_search():
+    # Pixels in gamut, at its edge and far outside it (the lattice window does not reach
+    # the nearest bins there, so those rows take the full search).
+    g = torch.Generator().manual_seed(1)
+    ab = torch.cat([(torch.rand(4000, 2, generator=g) - 0.5) * 260, torch.tensor([[400.0, -400.0], [0.0, 300.0]])])
+    ab = ab.double()
+    idx, wts = color.soft_encode_sparse(ab, CENTRES, neighbours=5, sigma=SIGMA)
+    dist, full_idx = torch.cdist(ab, CENTRES.double()).topk(5, dim=1, largest=False)
+    torch.testing.assert_close(idx[:, 0], full_idx[:, 0])
+    # As sets of (bin, weight): ties between equally near bins may come in either order.
+    dense = torch.zeros(len(ab), Q, dtype=torch.float64).scatter_(1, idx, wts)
+    full = torch.zeros(len(ab), Q, dtype=torch.float64).scatter_(1, full_idx, torch.softmax(-dist**2 / (2 * SIGMA**2), 1))
+    torch.testing.assert_close(dense, full, atol=1e-9, rtol=0)

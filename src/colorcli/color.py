@@ -228,10 +228,50 @@ def soft_encode_sparse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ab ``(N, 2)`` -> the ``neighbours`` nearest bins of each pixel, nearest first, and their
     Gaussian weights summing to 1: ``(idx (N, k), weights (N, k))``. The training loss takes
-    these as they are: a dense ``(N, Q)`` target would be 50x larger and mostly zeros."""
-    d = torch.cdist(ab, centres.to(ab))
-    dist, idx = d.topk(neighbours, dim=1, largest=False)  # sorted: idx[:, 0] is the nearest
-    return idx, torch.softmax(-(dist * dist) / (2 * sigma**2), dim=1)
+    these as they are: a dense ``(N, Q)`` target would be 50x larger and mostly zeros.
+
+    Bins on the ``AB_GRID`` lattice (as :func:`gamut_bins` makes them) are searched among the
+    5 x 5 lattice points around each pixel's nearest one instead of among all ``Q``: any other
+    centre is at least 2.5 grid steps away, so the answer is exact wherever the k-th nearest
+    found is closer than that; the few pixels where it is not (far outside the bins) are
+    searched in full.
+    """
+    centres = centres.to(ab)
+    lattice = torch.round(centres / AB_GRID)
+    if not torch.equal(lattice * AB_GRID, centres) or neighbours > 25:
+        return _soft_weights(*_nearest_bins(ab, centres, neighbours), sigma)
+    lo = lattice.min(dim=0).values.long() - 2
+    span = lattice.max(dim=0).values.long() + 3 - lo
+    lut = torch.full((int(span[0]), int(span[1])), -1, dtype=torch.long, device=ab.device)
+    cell = lattice.long() - lo
+    lut[cell[:, 0], cell[:, 1]] = torch.arange(len(centres), device=ab.device)
+    near = torch.round(ab / AB_GRID).long() - lo  # (N, 2) nearest lattice point, LUT coordinates
+    near = torch.minimum(near.clamp(min=2), span - 3)  # far-off pixels: any window; searched in full below
+    off = torch.arange(-2, 3, device=ab.device)
+    rows, cols = near[:, :1] + off, near[:, 1:] + off  # (N, 5) each: the window's lattice lines
+    cand = lut[rows[:, :, None], cols[:, None, :]].reshape(len(ab), 25)
+    da = (ab[:, :1] - (rows + lo[0]) * AB_GRID).square()
+    db = (ab[:, 1:] - (cols + lo[1]) * AB_GRID).square()
+    d2 = (da[:, :, None] + db[:, None, :]).reshape(len(ab), 25).masked_fill(cand < 0, float("inf"))
+    dist2, pick = d2.topk(neighbours, dim=1, largest=False)
+    idx = cand.gather(1, pick)
+    far = dist2[:, -1] > (2.5 * AB_GRID) ** 2
+    if bool(far.any()):
+        rows = far.nonzero().flatten()
+        full_d2, full_idx = _nearest_bins(ab[rows], centres, neighbours)
+        dist2, idx = dist2.index_put((rows,), full_d2), idx.index_put((rows,), full_idx)
+    return _soft_weights(dist2, idx, sigma)
+
+
+def _nearest_bins(ab: torch.Tensor, centres: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances and indices of the ``k`` nearest centres, nearest first, by full search."""
+    d = torch.cdist(ab, centres)
+    dist, idx = d.topk(k, dim=1, largest=False)
+    return dist * dist, idx
+
+
+def _soft_weights(dist2: torch.Tensor, idx: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return idx, torch.softmax(-dist2 / (2 * sigma**2), dim=1)
 
 
 def smooth_prior(
