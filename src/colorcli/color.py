@@ -371,6 +371,8 @@ def chroma(ab: torch.Tensor) -> torch.Tensor:
 _F32 = np.float32
 _RGB2XYZ_NP = np.array(_RGB2XYZ, dtype=np.float64)
 _XYZ2RGB_NP = np.linalg.inv(_RGB2XYZ_NP)
+_XYZ2RGB_F32 = _XYZ2RGB_NP.astype(np.float32)
+_WHITE_F32 = np.array(_WHITE, dtype=np.float32)
 
 
 def _select_below(out: np.ndarray, x: np.ndarray, edge: float, low) -> None:
@@ -387,17 +389,6 @@ def _srgb_to_linear_np(v: np.ndarray) -> np.ndarray:
     out /= _F32(1.055)
     np.power(out, _F32(2.4), out=out)
     _select_below(out, v, 0.04045, lambda x: x / _F32(12.92))
-    return out
-
-
-def _linear_to_srgb_np(lin: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Gamma-encode ``lin`` into ``out`` (may be a strided view) and clip to [0, 1]."""
-    t = np.maximum(lin, _F32(0.0031308))
-    np.power(t, _F32(1 / 2.4), out=t)
-    t *= _F32(1.055)
-    t -= _F32(0.055)
-    _select_below(t, lin, 0.0031308, lambda x: x * _F32(12.92))
-    np.clip(t, 0.0, 1.0, out=out)
     return out
 
 
@@ -454,38 +445,59 @@ def rgb_to_luv_np(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return L, np.stack([u, v])
 
 
-def _xyz_to_rgb_np(x: np.ndarray, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-    for c in range(3):
-        _linear_to_srgb_np(_xyz_to_linear_np(x, y, z, c), out[..., c])
+def _xyz_to_rgb_np(xyz: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """XYZ ``(3, ...)`` float32 (overwritten) -> sRGB into ``out (..., 3)``, clipped to [0, 1]."""
+    lin = _xyz_to_linear_np(xyz)
+    _linear_to_srgb_planes(lin, xyz, np.moveaxis(out, -1, 0))
     return out
 
 
-def _xyz_to_linear_np(x: np.ndarray, y: np.ndarray, z: np.ndarray, c: int) -> np.ndarray:
-    """Linear RGB channel ``c`` of XYZ planes (unclipped)."""
-    m = _XYZ2RGB_NP
-    lin = x * _F32(m[c, 0])
-    lin += y * _F32(m[c, 1])
-    lin += z * _F32(m[c, 2])
-    return lin
+def _xyz_to_linear_np(xyz: np.ndarray) -> np.ndarray:
+    """XYZ ``(3, ...)`` -> linear RGB ``(3, ...)`` (unclipped), one matrix product."""
+    flat = xyz.reshape(3, -1)
+    return np.matmul(_XYZ2RGB_F32, flat).reshape(xyz.shape)
 
 
-def _lab_to_xyz_np(L: np.ndarray, ab: np.ndarray) -> list[np.ndarray]:
-    fy = (np.asarray(L, dtype=_F32) + _F32(16)) / _F32(116)
-    fx = ab[0] / _F32(500)
-    fx += fy
-    fz = fy - ab[1] / _F32(200)
-    np.maximum(fz, _F32(0), out=fz)  # scikit-image clips negative z too
-    xyz = []
-    for f, white in zip((fx, fy, fz), _WHITE):
-        cube = f * f
-        cube *= f
-        _select_below(cube, cube, _EPS, lambda _, f=f: (f - _F32(16 / 116)) / _F32(_KAPPA))
-        cube *= _F32(white)
-        xyz.append(cube)
+def _linear_to_srgb_planes(lin: np.ndarray, work: np.ndarray, out: np.ndarray) -> None:
+    """Gamma-encode linear RGB ``(3, ...)`` into ``out`` (any strides), clipped to [0, 1].
+    ``lin`` and ``work`` (same shape, float32) are overwritten: at band sizes a fresh
+    temporary costs more than the arithmetic on it (the pages are new each time)."""
+    np.maximum(lin, _F32(0.0031308), out=work)
+    np.power(work, _F32(1 / 2.4), out=work)
+    work *= _F32(1.055)
+    work -= _F32(0.055)
+    low = lin <= _F32(0.0031308)
+    if low.any():
+        lin *= _F32(12.92)
+        np.copyto(work, lin, where=low)
+    np.clip(work, _F32(0), _F32(1), out=out)
+
+
+def _lab_to_xyz_np(L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """L ``(...)`` and a/b ``(2, ...)`` -> XYZ ``(3, ...)`` float32 (negative z clipped, as
+    scikit-image does)."""
+    L = np.asarray(L, dtype=_F32)
+    f = np.empty((3, *L.shape), dtype=_F32)
+    fy = f[1]
+    np.add(L, _F32(16), out=fy)
+    fy *= _F32(1 / 116)
+    np.multiply(ab[0], _F32(1 / 500), out=f[0])
+    f[0] += fy
+    np.multiply(ab[1], _F32(-1 / 200), out=f[2])
+    f[2] += fy
+    np.maximum(f[2], _F32(0), out=f[2])
+    xyz = np.multiply(f, f)
+    xyz *= f
+    low = xyz <= _F32(_EPS)
+    if low.any():
+        f -= _F32(16 / 116)
+        f *= _F32(1 / _KAPPA)
+        np.copyto(xyz, f, where=low)
+    xyz *= _WHITE_F32.reshape(3, *[1] * L.ndim)
     return xyz
 
 
-def _luv_to_xyz_np(L: np.ndarray, uv: np.ndarray) -> list[np.ndarray]:
+def _luv_to_xyz_np(L: np.ndarray, uv: np.ndarray) -> np.ndarray:
     L = np.asarray(L, dtype=_F32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         y = ((L + _F32(16)) / _F32(116)) ** 3
@@ -503,14 +515,14 @@ def _luv_to_xyz_np(L: np.ndarray, uv: np.ndarray) -> list[np.ndarray]:
         if black.any():
             for p in (x, y, z):
                 p[black] = 0
-    return [x, y, z]
+    return np.stack([x, y, z])
 
 
 def lab_to_rgb_np(L: np.ndarray, ab: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """L ``(h, w)`` and a/b ``(2, h, w)`` float32 -> sRGB ``(h, w, 3)`` float32 in [0, 1]
     (as :func:`lab_to_rgb`; written into ``out`` when given)."""
     out = np.empty((*np.shape(L), 3), dtype=_F32) if out is None else out
-    return _xyz_to_rgb_np(*_lab_to_xyz_np(L, ab), out)
+    return _xyz_to_rgb_np(_lab_to_xyz_np(L, ab), out)
 
 
 def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -518,7 +530,7 @@ def luv_to_rgb_np(L: np.ndarray, uv: np.ndarray, out: np.ndarray | None = None) 
     (as :func:`luv_to_rgb`; written into ``out`` when given)."""
     out = np.empty((*np.shape(L), 3), dtype=_F32) if out is None else out
     with np.errstate(invalid="ignore", over="ignore"):
-        return _xyz_to_rgb_np(*_luv_to_xyz_np(L, uv), out)
+        return _xyz_to_rgb_np(_luv_to_xyz_np(L, uv), out)
 
 
 def in_gamut_np(L: np.ndarray, chroma: np.ndarray, *, space: str = "lab", tol: float = 1e-3) -> np.ndarray:
@@ -528,12 +540,9 @@ def in_gamut_np(L: np.ndarray, chroma: np.ndarray, *, space: str = "lab", tol: f
     clip it. A negative ``tol`` asks for a margin inside the cube."""
     chroma = np.asarray(chroma, dtype=_F32)
     xyz = _lab_to_xyz_np(L, chroma) if space == "lab" else _luv_to_xyz_np(L, chroma)
-    ok = np.ones(np.shape(L), dtype=bool)
     with np.errstate(invalid="ignore"):
-        for c in range(3):
-            lin = _xyz_to_linear_np(*xyz, c)
-            ok &= (lin >= _F32(-tol)) & (lin <= _F32(1 + tol))
-    return ok
+        lin = _xyz_to_linear_np(xyz)
+        return ((lin >= _F32(-tol)) & (lin <= _F32(1 + tol))).all(axis=0)
 
 
 def in_gamut(x, *, space: str = "lab", tol: float = 1e-3) -> np.ndarray:

@@ -630,13 +630,19 @@ def to_pil(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
 
 
 def to_uint8(a: np.ndarray) -> np.ndarray:
-    """``round(clip(a, 0, 1) * 255)`` as uint8, in bands of about 1 M values: the same result
-    as the one-line expression without its three full-size float temporaries (a 12 MP photo:
-    ~0.1 s instead of ~0.8 s)."""
+    """``round(clip(a, 0, 1) * 255)`` as uint8, in bands of about 256 K values through one
+    reused float32 buffer: the same result as the one-line expression without its three
+    full-size float temporaries (a 12 MP photo: ~0.1 s instead of ~0.8 s); a buffer that stays
+    in the cache, allocated once, costs half as much again as a fresh one per band."""
     out = np.empty(a.shape, dtype=np.uint8)
-    rows = max(1, (1 << 20) // max(1, a[0].size))
+    if a.size == 0:
+        return out
+    rows = max(1, (1 << 18) // max(1, a[0].size))
+    buf = np.empty((min(rows, a.shape[0]), *a.shape[1:]), dtype=np.float32)
     for r in range(0, a.shape[0], rows):
-        t = np.multiply(a[r : r + rows], 255, dtype=np.float32)
+        src = a[r : r + rows]
+        t = buf[: len(src)]
+        np.multiply(src, np.float32(255), out=t, casting="unsafe")
         np.clip(t, 0, 255, out=t)
         np.rint(t, out=t)
         out[r : r + rows] = t

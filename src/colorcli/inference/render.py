@@ -59,22 +59,27 @@ def bands(h: int, w: int) -> list[tuple[int, int]]:
 def upsample_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.ndarray:
     """Rows ``r0..r1`` of the bilinear resize of ``planes (C, ch, cw)`` to ``(C, h, w)``.
 
-    The mapping of torch's ``interpolate(mode="bilinear", align_corners=False)``: output row
-    ``i`` samples ``(i + 0.5) * ch / h - 0.5`` (edges clamped). Pillow's BILINEAR resize of a
-    float ("F") image computes exactly that when enlarging (its triangle filter has support 1
-    and renormalises at the edges), and its ``box`` (the source rectangle, float coordinates)
-    gives one band of the full-size result: 2.3x faster than numpy gathers here. Shrinking (a
-    photo smaller than the network view), where Pillow would antialias, takes the gathers.
+    The mapping of torch's ``interpolate(mode="bilinear", align_corners=False)`` (no
+    antialiasing): output row ``i`` samples ``(i + 0.5) * ch / h - 0.5``, edges clamped
+    (:func:`linear_taps`). Separable: the few source rows the band needs are resized across
+    first, at their own height; each output row is then one of them plus its weight times the
+    difference to the next, a row copy and one multiply-add. Enlarging 160 x 224 to 1 MP this
+    is 1.8x faster than Pillow's float resize of each plane.
     """
     n, ch, cw = planes.shape
-    if h < ch or w < cw:
-        return _gather_band(planes, h, w, r0, r1)
-    sy = ch / h
-    out = np.empty((n, r1 - r0, w), dtype=np.float32)
-    for c in range(n):
-        img = Image.fromarray(np.ascontiguousarray(planes[c], dtype=np.float32))
-        band = img.resize((w, r1 - r0), Image.Resampling.BILINEAR, box=(0, r0 * sy, cw, r1 * sy))
-        out[c] = np.asarray(band, dtype=np.float32)
+    y0, _, wy = linear_taps(ch, h, r0, r1)
+    lo, hi = int(y0[0]), int(y0[-1]) + 2
+    src = planes[:, lo:hi]
+    x0, x1, wx = linear_taps(cw, w)
+    across = src[:, :, x0]  # (C, k, w): the band's source rows at full width
+    across += (src[:, :, x1] - across) * wx
+    step = np.zeros_like(across)  # row j+1 minus row j; 0 past the last row (clamped edge)
+    np.subtract(across[:, 1:], across[:, :-1], out=step[:, :-1])
+    rows = y0 - lo
+    out = np.take(across, rows, axis=1)
+    delta = np.take(step, rows, axis=1)
+    delta *= wy[:, None]
+    out += delta
     return out
 
 
@@ -88,19 +93,6 @@ def linear_taps(src: int, dst: int, start: int = 0, stop: int | None = None):
     i0 = np.minimum(np.floor(x).astype(np.intp), src - 1)
     i1 = np.minimum(i0 + 1, src - 1)
     return i0, i1, (x - i0).astype(np.float32)
-
-
-def _gather_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.ndarray:
-    """:func:`upsample_band` by numpy gathers, for any sizes (enlarging or shrinking)."""
-    n, ch, cw = planes.shape
-    y0, y1, wy = linear_taps(ch, h, r0, r1)
-    rows = planes[:, y0] * (1 - wy)[:, None] + planes[:, y1] * wy[:, None]  # (C, r, cw)
-    x0, x1, wx = linear_taps(cw, w)
-    out = np.empty((n, r1 - r0, w), dtype=np.float32)
-    for c in range(n):  # one channel at a time keeps the result C-contiguous (fast later steps)
-        np.multiply(rows[c][:, x0], 1 - wx, out=out[c])
-        out[c] += rows[c][:, x1] * wx
-    return out
 
 
 def network_view(L: np.ndarray, size: int, *, default: int | None = None) -> np.ndarray:
@@ -206,16 +198,10 @@ def radius_for(h: int, w: int) -> int:
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a ``(2r+1)^2`` window, edges mirrored (scipy's ``uniform_filter``, reflect)."""
-    p = np.pad(x, r, mode="symmetric")
-    n = 2 * r + 1
-    for axis in (0, 1):
-        c = np.cumsum(p, axis=axis)
-        c = np.concatenate([np.take(c, [n - 1], axis=axis),
-                            np.take(c, range(n, c.shape[axis]), axis=axis)
-                            - np.take(c, range(0, c.shape[axis] - n), axis=axis)], axis=axis)
-        p = c
-    return p / (n * n)
+    """Mean over a ``(2r+1)^2`` window, edges mirrored (half-sample symmetric)."""
+    from scipy.ndimage import uniform_filter  # here, not at import: colorize's start-up stays quick
+
+    return uniform_filter(x, size=2 * r + 1, mode="reflect")
 
 
 def guided_coefficients(
