@@ -234,6 +234,8 @@ def main() -> None:
     ap.add_argument("--aspect", type=float, default=4 / 3,
                     help="width / height of the test photos (default 4/3; --sizes 0.262144 --aspect 1 is 512x512)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per configuration (default 3)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration this many times in turn, pooling the timings (default 1)")
     ap.add_argument("--cores", type=int, default=2, help="CPU cores (and threads) per child; 0: all")
     ap.add_argument("--models", type=str, default=None, help="comma-separated (default: flagship + all others)")
     ap.add_argument("--backends", type=str, default="torch,onnx,int8",
@@ -296,18 +298,34 @@ def main() -> None:
                 for b in backends:
                     configs.append((m["name"], b, {"kind": b, "model": m["name"], "weights": m["weights"], "onnx": m["onnx"],
                                                    "int8": m.get("int8")}))
-            for label, backend, cfg in configs:
-                cfg = {**cfg, "device": device, "image": str(path), "repeats": repeats, "cores": args.cores,
-                       "plain": args.plain,
-                       "out": str(work / f"out-{os.getpid()}.{args.format}")}
-                env = None
-                if backend == "old torch":
-                    env = {**os.environ, "PYTHONPATH": str(args.old_src.resolve() / "src")}
-                res = run_child(cfg, env)
-                rows.append((mp, device, label, backend, res))
-                print(f"  {mp:g} MP {device} {label} {backend}: "
-                      + (res["error"] if "error" in res else f"{statistics.median(res['times']):.3f} s"),
-                      file=sys.stderr, flush=True)
+            # --rounds: every configuration runs once per round, in turn, and its timings are
+            # pooled: a machine whose speed drifts (other tenants, clocks) slows every row alike,
+            # so the ratios between rows hold better than with one configuration after another.
+            pooled: dict[int, dict] = {}
+            for rnd in range(args.rounds):
+                for i, (label, backend, cfg) in enumerate(configs):
+                    cfg = {**cfg, "device": device, "image": str(path), "repeats": repeats, "cores": args.cores,
+                           "plain": args.plain,
+                           "out": str(work / f"out-{os.getpid()}.{args.format}")}
+                    env = None
+                    if backend == "old torch":
+                        env = {**os.environ, "PYTHONPATH": str(args.old_src.resolve() / "src")}
+                    res = run_child(cfg, env)
+                    print(f"  round {rnd + 1}: {mp:g} MP {device} {label} {backend}: "
+                          + (res["error"] if "error" in res else f"{statistics.median(res['times']):.3f} s"),
+                          file=sys.stderr, flush=True)
+                    have = pooled.setdefault(i, res)
+                    if have is res or "error" in have:
+                        continue
+                    if "error" in res:
+                        pooled[i] = res
+                        continue
+                    for key in ("times", "cpu", "net"):
+                        if key in res:
+                            have[key] = have[key] + res[key]
+                    have["rss_mb"] = max(have["rss_mb"], res["rss_mb"])
+            for i, (label, backend, _) in enumerate(configs):
+                rows.append((mp, device, label, backend, pooled[i]))
 
     # ---- table
     # One floor per size: both backends share the pixel code.
@@ -329,7 +347,8 @@ def main() -> None:
                       f"{statistics.median(r['cpu']):.3f}", ratio,
                       f"{statistics.median(r['net']):.3f}" if "net" in r else "", f"{r['rss_mb']:.0f}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
-    print(f"colorcli end-to-end colorize: {args.cores or 'all'} CPU core(s), {repeats} timed run(s) after 1 warm-up, "
+    print(f"colorcli end-to-end colorize: {args.cores or 'all'} CPU core(s), {repeats} timed run(s) after 1 warm-up"
+          + (f", x {args.rounds} interleaved rounds" if args.rounds > 1 else "") + ", "
           f"grayscale JPEG in, {args.format} out, "
           + ("--no-tta --no-refine" if args.plain else "mirror averaging and refinement on (the defaults)"))
     print(fmt_row(header, widths))

