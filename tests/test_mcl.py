@@ -334,8 +334,8 @@ def test_reg_weight_adds_the_decoded_ab_l2_term():
     assert float(reg.loss(raw, batch)) > float(plain.loss(raw, batch))
 
 
-@pytest.mark.parametrize("reg_weight", [0.0, 7.0])
-def test_loss_and_its_gradient_match_autograd_through_the_dense_steps(reg_weight):
+@pytest.mark.parametrize(("reg_weight", "cf_weight"), [(0.0, 0.0), (7.0, 0.0), (0.0, 4.0), (7.0, 4.0)])
+def test_loss_and_its_gradient_match_autograd_through_the_dense_steps(reg_weight, cf_weight):
     # The reference: the loss as the paper writes it, a dense soft target and the annealed
     # mean, differentiated by autograd in float64. The fused loss must agree in value and in
     # gradient, with pixels of unequal class weights and a batch of more than one image.
@@ -346,15 +346,45 @@ def test_loss_and_its_gradient_match_autograd_through_the_dense_steps(reg_weight
     target = color.soft_encode(ab, CENTRES.double())
     ce = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
     want = (weights[target.argmax(dim=1)] * ce).mean()
+    decoded = color.annealed_mean(logits, CENTRES.double(), temperature=0.38)
     if reg_weight:
-        decoded = color.annealed_mean(logits, CENTRES.double(), temperature=0.38)
         want = want + reg_weight * torch.mean((decoded / 110 - ab / 110) ** 2)
+    if cf_weight:
+        def cf(x):  # per photo: sqrt(var a + var b) + 0.3 mean chroma, on ab / 110
+            x = x.flatten(2) / 110
+            return torch.sqrt(x.var(dim=2, unbiased=False).sum(dim=1)) + 0.3 * x.norm(dim=1).mean(dim=1)
+        want = want + cf_weight * ((cf(decoded) - cf(ab)) ** 2).mean()
     (want_grad,) = torch.autograd.grad(want, logits)
-    got = rebalanced_cross_entropy(logits, ab, CENTRES, weights, reg_weight=reg_weight, temperature=0.38)
+    got = rebalanced_cross_entropy(logits, ab, CENTRES, weights, reg_weight=reg_weight, cf_weight=cf_weight,
+                                   temperature=0.38)
     (got_grad,) = torch.autograd.grad(got, logits)
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
     assert got_grad.dtype == logits.dtype
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_colourfulness_term_pulls_each_photo_toward_its_own_colour():
+    # Two photos: one gray, one colourful; logits that decode both to a middling colour. The
+    # term's gradient must make the gray photo duller and the colourful one more colourful.
+    torch.manual_seed(0)
+    ab = torch.zeros(2, 2, 4, 4)
+    ab[1, 0] = 60.0
+    ab[1, 1, :, :2] = -40.0
+    logits = torch.zeros(2, Q, 4, 4)
+    logits[:, _index(20, 0)] = 2.0  # unsure: the annealed mean can move
+    logits.requires_grad_(True)
+    loss = rebalanced_cross_entropy(logits, ab, CENTRES, torch.ones(Q), cf_weight=10.0) - \
+        rebalanced_cross_entropy(logits, ab, CENTRES, torch.ones(Q))
+    (grad,) = torch.autograd.grad(loss, logits)
+    for i in range(2):  # a small step along each photo's own gradient
+        step = logits.detach().clone()
+        step[i] -= 0.1 * grad[i] / grad[i].abs().max()
+        before, after = (color.annealed_mean(x, CENTRES, temperature=0.38)[i].norm(dim=0).mean().item()
+                         for x in (logits.detach(), step))
+        if i == 0:
+            assert after < before - 0.05  # the gray photo loses colour
+        else:
+            assert after > before + 0.05  # the colourful one gains it
 
 
 def test_sparse_encoding_finds_the_same_bins_as_a_full_search():

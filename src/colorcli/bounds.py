@@ -52,6 +52,7 @@ CONFIG_BOUNDS: dict[str, Bound] = {
     "sigma": Bound(float, 0, 50, lo_open=True),
     "neighbours": Bound(int, 1, 32),
     "reg_weight": Bound(float, 0, 100),
+    "cf_weight": Bound(float, 0, 100),
     "neutral_radius": Bound(float, 0, 60),
     "chroma_gain": Bound(float, 0, 4, lo_open=True),
     # unet (the paper: base 64, depth 5)

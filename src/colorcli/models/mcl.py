@@ -28,7 +28,7 @@ class ColorNetConfig(ModelConfig):
     # Loss and decoding settings: ``train --init FILE --model-arg KEY=VALUE`` may change these
     # without changing any tensor's shape.
     tunable: ClassVar[tuple[str, ...]] = (
-        "temperature", "lam", "sigma", "neighbours", "reg_weight", "neutral_radius", "chroma_gain",
+        "temperature", "lam", "sigma", "neighbours", "reg_weight", "cf_weight", "neutral_radius", "chroma_gain",
     )
 
     head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
@@ -43,6 +43,10 @@ class ColorNetConfig(ModelConfig):
     # the rebalanced cross-entropy: it pulls the decoded colour toward the truth where the
     # distribution is unsure, against the confident wrong colours of the pure classifier.
     reg_weight: float = 0.0
+    # Weight of a per-photo colourfulness match on the decoded ab (``ab_colourfulness``, in
+    # ab / 110): pulls each photo toward its own amount of colour, as DDColor's colourfulness
+    # term pulls toward more of it.
+    cf_weight: float = 0.0
     # Decoding (``color.neutral_gated_mean``): the chroma fades by the annealed mass on the bins
     # within ``neutral_radius`` of gray (0: off), then is scaled by ``chroma_gain``.
     neutral_radius: float = 0.0
@@ -117,7 +121,8 @@ class ColorNet(ColorModel):
             # network learns around.
             return rebalanced_cross_entropy(
                 raw, ab, self.centres, self.class_weights, neighbours=self.config.neighbours,
-                sigma=self.config.sigma, reg_weight=self.config.reg_weight, temperature=self.config.temperature,
+                sigma=self.config.sigma, reg_weight=self.config.reg_weight, cf_weight=self.config.cf_weight,
+                temperature=self.config.temperature,
             )
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
 
@@ -150,66 +155,87 @@ def rebalanced_cross_entropy(
     neighbours: int = 5,
     sigma: float = 5.0,
     reg_weight: float = 0.0,
+    cf_weight: float = 0.0,
     temperature: float = 0.38,
 ) -> torch.Tensor:
     """Zhang et al.'s loss: soft-encoded targets, each pixel weighted by the rebalancing weight
-    of its nearest bin. logits ``(B, Q, h, w)``, ab ``(B, 2, h, w)``. With ``reg_weight`` > 0,
-    plus that weight times the mean squared error of the annealed mean (at ``temperature``,
-    :func:`colorcli.color.annealed_mean`) against ab, both in units of ab / ``AB_NORM``.
+    of its nearest bin. logits ``(B, Q, h, w)``, ab ``(B, 2, h, w)``. Two optional terms on the
+    annealed mean ``m`` (at ``temperature``, :func:`colorcli.color.annealed_mean`), in units of
+    ab / ``AB_NORM``:
+
+    - ``reg_weight`` times the mean squared error of ``m`` against ab;
+    - ``cf_weight`` times the mean over photos of the squared difference between the
+      colourfulness of ``m`` and of ab (:func:`ab_colourfulness`): each photo is pulled toward
+      its own amount of colour, a dull photo down as much as a colourful one up.
 
     The target stays sparse (:func:`colorcli.color.soft_encode_sparse`), the bins lie on the
-    last axis (as channels-last logits lie in memory), and both terms and their gradient are
-    computed in one pass of :class:`_BinsLoss`: the same values as autograd through the
-    separate steps, with a third of the passes over the ``(N, Q)`` logits.
+    last axis (as channels-last logits lie in memory), and the cross-entropy, the annealed mean
+    and their gradient come from one pass of :class:`_BinsLoss`: the same values as autograd
+    through the dense steps, with a third of the passes over the ``(N, Q)`` logits.
     """
-    q = logits.shape[1]
+    b, q = logits.shape[:2]
     flat = logits.float().permute(0, 2, 3, 1).reshape(-1, q)
     target = ab.float().permute(0, 2, 3, 1).reshape(-1, 2)
     idx, wts = color.soft_encode_sparse(target, centres, neighbours=neighbours, sigma=sigma)
     pixel_w = class_weights.to(flat)[idx[:, 0]]
-    return _BinsLoss.apply(flat, idx, wts, pixel_w, target, centres.to(flat), float(reg_weight), float(temperature))
+    decoded = bool(reg_weight or cf_weight)
+    ce, mean = _BinsLoss.apply(flat, idx, wts, pixel_w, centres.to(flat), float(temperature), decoded)
+    loss = ce
+    if reg_weight:
+        loss = loss + reg_weight * ((mean - target) / color.AB_NORM).square().mean()
+    if cf_weight:
+        per_photo = lambda v: ab_colourfulness(v.view(b, -1, 2) / color.AB_NORM)  # noqa: E731
+        loss = loss + cf_weight * (per_photo(mean) - per_photo(target)).square().mean()
+    return loss
+
+
+def ab_colourfulness(ab: torch.Tensor) -> torch.Tensor:
+    """Colourfulness of each photo's pixels ``ab (B, N, 2)`` -> ``(B,)``: Hasler and
+    Süsstrunk's form in ab, ``sqrt(σ_a² + σ_b²) + 0.3 · mean chroma`` (smooth at zero)."""
+    spread = torch.sqrt(ab.var(dim=1, unbiased=False).sum(dim=1) + 1e-8)
+    chroma = torch.sqrt(ab.square().sum(dim=2) + 1e-8).mean(dim=1)
+    return spread + 0.3 * chroma
 
 
 class _BinsLoss(torch.autograd.Function):
-    """mean(w · CE(softmax(x), target)) + r · mean(((softmax(x / T) @ c − ab) / AB_NORM)²) over
-    flat logits ``x (N, Q)``, with the gradient written out:
+    """Flat logits ``x (N, Q)`` -> ``mean(w · CE(softmax(x), target))`` and, when asked, the
+    annealed mean ``m = softmax(x / T) @ c`` ``(N, 2)``, with the gradient written out:
 
     - CE: ``w / N · (softmax(x) − target)``, the target scattered from its k bins;
-    - annealed mean ``m = p_T @ c``: ``∂m/∂x_j = p_T,j (c_j − m) / T``, so an upstream ``G (N, 2)``
-      gives ``p_T ⊙ (G cᵀ − G·m) / T``.
+    - annealed mean: ``∂m/∂x_j = p_T,j (c_j − m) / T``, so an upstream ``G (N, 2)`` gives
+      ``p_T ⊙ (G cᵀ − G·m) / T``.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, x, idx, wts, pixel_w, ab, centres, reg_weight, temperature):  # noqa: ANN001 - autograd signature
-        n = x.shape[0]
+    def forward(ctx, x, idx, wts, pixel_w, centres, temperature, decoded):  # noqa: ANN001 - autograd signature
         p = torch.softmax(x, dim=1)
         top, arg = x.max(dim=1, keepdim=True)
         lse = top - torch.log(p.gather(1, arg))  # log Σ exp x, from the largest p (>= 1/Q)
         ce = -(wts * (x.gather(1, idx) - lse)).sum(dim=1)
         loss = (pixel_w * ce).mean()
-        p_t = mean = err = None
-        if reg_weight:
+        p_t = mean = None
+        if decoded:
             p_t = torch.softmax(x / temperature, dim=1)
             mean = p_t @ centres
-            err = (mean - ab) / color.AB_NORM
-            loss = loss + reg_weight * err.square().mean()
-        ctx.save_for_backward(p, idx, wts, pixel_w, centres, p_t, mean, err)
-        ctx.reg_weight, ctx.temperature, ctx.n = reg_weight, temperature, n
-        return loss
+        ctx.save_for_backward(p, idx, wts, pixel_w, centres, p_t, mean)
+        ctx.temperature = temperature
+        if not decoded:
+            mean = x.new_zeros(0, 2)  # autograd needs a tensor; nothing flows back through it
+            ctx.mark_non_differentiable(mean)
+        return loss, mean
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad_out):  # noqa: ANN001 - autograd signature
-        p, idx, wts, pixel_w, centres, p_t, mean, err = ctx.saved_tensors
-        a = (pixel_w * (grad_out / ctx.n))[:, None]
+    def backward(ctx, grad_loss, grad_mean):  # noqa: ANN001 - autograd signature
+        p, idx, wts, pixel_w, centres, p_t, mean = ctx.saved_tensors
+        a = (pixel_w * (grad_loss / p.shape[0]))[:, None]
         grad = p * a
         grad.scatter_add_(1, idx, -a * wts)
-        if ctx.reg_weight:
-            g = err * (grad_out * ctx.reg_weight / (ctx.n * color.AB_NORM))  # d/dm of r·mean(err²) over 2N
-            s = torch.addmm(-(g * mean).sum(dim=1, keepdim=True), g, centres.T)
+        if p_t is not None and grad_mean is not None:
+            s = torch.addmm(-(grad_mean * mean).sum(dim=1, keepdim=True), grad_mean, centres.T)
             grad.addcmul_(s, p_t, value=1.0 / ctx.temperature)
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _colornet(arch: str, **kwargs: Any) -> ColorNet:
