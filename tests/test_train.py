@@ -3,6 +3,7 @@ weights, the NaN guard, validation and best-model selection, the time budget, an
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -200,6 +201,28 @@ def test_caches_of_other_sizes_or_mixed_with_folders_are_refused(cache, photos, 
         CachedImages([cache, small])
     with pytest.raises(TrainingError, match="not both"):
         train(_cfg(cache, tmp_path / "w.safetensors", data=[str(cache), str(photos)]))
+
+
+def test_hostile_caches_are_refused_in_one_line(cache, tmp_path):
+    # A cache is a file a user may be handed: whatever it holds, it is a TrainingError naming
+    # the file, never a traceback or an allocation the file does not pay for.
+    z = dict(np.load(cache, allow_pickle=False))
+    meta = json.loads(str(z["meta"]))
+    cases = {  # name: (arrays, what the message says)
+        "bomb": (dict(z, data=np.zeros(50_000_000, np.uint8)), "compressed member data"),  # ~50 KB on disk
+        "offsets": (dict(z, offsets=z["offsets"] * 2), "do not tile"),
+        "size": (dict(z, meta=np.array(json.dumps({**meta, "size": 100_000}))), "crop size 100000"),
+        "photo": (dict(z, meta=np.array(json.dumps({**meta, "size": 16}))), "photo 0 of the cache is unreadable"),
+    }
+    for name, (arrays, says) in cases.items():
+        bad = tmp_path / f"{name}.npz"
+        (np.savez_compressed if name == "bomb" else np.savez)(bad, **arrays)
+        with pytest.raises(TrainingError, match=says) as err:
+            CachedImages(bad)
+        assert str(err.value).startswith(f"{bad}: ") and "\n" not in str(err.value), name
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(TrainingError, match="junk.npz: not a colorcli training cache"):
+        CachedImages(tmp_path / "junk.npz")
 
 
 def test_resume_takes_session_fields_and_a_new_budget(cache, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,24 +148,41 @@ class CachedImages:
 
 
 def _decode_cache(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One cache file: its photos decoded, its colour-bin counts and its metadata."""
+    """One cache file: its photos decoded, its colour-bin counts and its metadata.
+
+    What it may make us allocate is bounded by the file itself: ``prepare`` stores the arrays
+    uncompressed, so a member that inflates (a zip bomb) is refused before it is read, the
+    photo offsets must tile the data exactly, and every photo must be a ``size`` x ``size`` image
+    (checked from its header, before it is decoded)."""
     try:
+        with zipfile.ZipFile(path) as zf:
+            inflated = [i.filename for i in zf.infolist() if i.file_size > i.compress_size + 1024]
+        if inflated:
+            raise ValueError(f"compressed member {inflated[0]} (colorcli writes caches uncompressed)")
         z = np.load(path, allow_pickle=False)
         data, offsets = z["data"], z["offsets"]
         meta = json.loads(str(z["meta"]))
         bin_counts = z["bin_counts"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise TrainingError(f"{path}: not a colorcli training cache ({exc})") from None
     if meta.get("version") != CACHE_VERSION:
         raise TrainingError(f"{path}: cache version {meta.get('version')} unsupported")
     s, n = meta.get("size"), len(offsets) - 1
-    if not isinstance(s, int) or not 8 <= s <= MAX_CACHE_SIZE or n < 1 or offsets.ndim != 1:
-        raise TrainingError(f"{path}: not a colorcli training cache (crop size {s!r}, {n} photos)")
+    tiles = (offsets.ndim == 1 and data.ndim == 1 and n >= 1 and offsets[0] == 0
+             and offsets[-1] == len(data) and bool(np.all(np.diff(offsets) > 0)))
+    if not isinstance(s, int) or not 8 <= s <= MAX_CACHE_SIZE or not tiles:
+        raise TrainingError(f"{path}: not a colorcli training cache (crop size {s!r}, {n} photos, "
+                            f"offsets {'tile' if tiles else 'do not tile'} the data)")
     images = np.empty((n, s, s, 3), dtype=np.uint8)
     for i in range(n):
         blob = data[offsets[i] : offsets[i + 1]].tobytes()
-        with Image.open(io.BytesIO(blob)) as im:
-            images[i] = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                if im.size != (s, s):
+                    raise ValueError(f"{im.size[0]}x{im.size[1]}, not {s}x{s}")
+                images[i] = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"{path}: photo {i} of the cache is unreadable ({exc})") from None
     return images, bin_counts, meta
 
 
