@@ -20,6 +20,7 @@ and B are upsampled and applied to the full-resolution L, so colour edges follow
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -56,7 +57,8 @@ def bands(h: int, w: int) -> list[tuple[int, int]]:
     return [(r, min(h, r + step)) for r in range(0, h, step)]
 
 
-def upsample_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.ndarray:
+def upsample_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int, *,
+                  scratch: color.Scratch | None = None) -> np.ndarray:
     """Rows ``r0..r1`` of the bilinear resize of ``planes (C, ch, cw)`` to ``(C, h, w)``.
 
     The mapping of torch's ``interpolate(mode="bilinear", align_corners=False)`` (no
@@ -64,20 +66,32 @@ def upsample_band(planes: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.nd
     (:func:`linear_taps`). Separable: the few source rows the band needs are resized across
     first, at their own height; each output row is then one of them plus its weight times the
     difference to the next, a row copy and one multiply-add. Enlarging 160 x 224 to 1 MP this
-    is 1.8x faster than Pillow's float resize of each plane.
+    is 1.8x faster than Pillow's float resize of each plane. With ``scratch`` the result and
+    the temporaries live in its buffers (valid until its next use).
     """
+    s = scratch or color.Scratch()
+    planes = np.asarray(planes, dtype=np.float32)
     n, ch, cw = planes.shape
     y0, _, wy = linear_taps(ch, h, r0, r1)
-    lo, hi = int(y0[0]), int(y0[-1]) + 2
+    lo, hi = int(y0[0]), min(ch, int(y0[-1]) + 2)
     src = planes[:, lo:hi]
     x0, x1, wx = linear_taps(cw, w)
-    across = src[:, :, x0]  # (C, k, w): the band's source rows at full width
-    across += (src[:, :, x1] - across) * wx
-    step = np.zeros_like(across)  # row j+1 minus row j; 0 past the last row (clamped edge)
+    k = hi - lo
+    across = s.get("up_across", (n, k, w))  # the band's source rows at full width
+    np.take(src, x0, axis=2, out=across, mode="clip")
+    right = s.get("up_right", (n, k, w))
+    np.take(src, x1, axis=2, out=right, mode="clip")
+    right -= across
+    right *= wx
+    across += right
+    step = right  # row j+1 minus row j; 0 past the last row (the clamped edge)
     np.subtract(across[:, 1:], across[:, :-1], out=step[:, :-1])
+    step[:, -1] = 0
     rows = y0 - lo
-    out = np.take(across, rows, axis=1)
-    delta = np.take(step, rows, axis=1)
+    out = s.get("up", (n, r1 - r0, w))
+    np.take(across, rows, axis=1, out=out, mode="clip")
+    delta = s.get("up_delta", (n, r1 - r0, w))
+    np.take(step, rows, axis=1, out=delta, mode="clip")
     delta *= wy[:, None]
     out += delta
     return out
@@ -176,9 +190,10 @@ class Chroma:
         if self.values.ndim != 3 or self.values.shape[0] != 2:
             raise ValueError(f"chroma must be (2, h, w), got {self.values.shape}")
 
-    def band(self, L_band: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.ndarray:
+    def band(self, L_band: np.ndarray, h: int, w: int, r0: int, r1: int, *,
+             scratch: color.Scratch | None = None) -> np.ndarray:
         """Chroma ``(2, r1 - r0, w)`` of rows r0..r1 of an ``h`` x ``w`` photo."""
-        return upsample_band(self.values, h, w, r0, r1)
+        return upsample_band(self.values, h, w, r0, r1, scratch=scratch)
 
 
 @dataclass(frozen=True)
@@ -192,11 +207,17 @@ class Coefficients:
         if self.values.ndim != 3 or self.values.shape[0] != 4:
             raise ValueError(f"coefficients must be (4, h, w), got {self.values.shape}")
 
-    def band(self, L_band: np.ndarray, h: int, w: int, r0: int, r1: int) -> np.ndarray:
+    def band(self, L_band: np.ndarray, h: int, w: int, r0: int, r1: int, *,
+             scratch: color.Scratch | None = None) -> np.ndarray:
         """Chroma ``(2, r1 - r0, w)`` of rows r0..r1: the upsampled coefficients applied to the
         full-resolution ``L_band (r1 - r0, w)``."""
-        up = upsample_band(self.values, h, w, r0, r1)
-        return apply_coefficients(up, L_band)
+        s = scratch or color.Scratch()
+        up = upsample_band(self.values, h, w, r0, r1, scratch=s)
+        g = np.multiply(L_band, np.float32(1 / 100), out=s.get("guide", L_band.shape))
+        chroma = up[:2]  # in place: A * L/100 + B
+        chroma *= g
+        chroma += up[2:]
+        return chroma
 
 
 def apply_coefficients(coef: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -253,10 +274,13 @@ def recombine(
     to_rgb = _TO_RGB[space]
     h, w = L.shape
     out = np.empty((h, w, 3), dtype=np.float32)
+    local = threading.local()  # one set of band buffers per thread, reused band after band
 
     def band(r0: int, r1: int) -> None:
+        scratch = getattr(local, "scratch", None) or color.Scratch()
+        local.scratch = scratch
         L_band = np.ascontiguousarray(L[r0:r1], dtype=np.float32)
-        to_rgb(L_band, chroma.band(L_band, h, w, r0, r1), out[r0:r1])
+        to_rgb(L_band, chroma.band(L_band, h, w, r0, r1, scratch=scratch), out[r0:r1], scratch=scratch)
 
     _run_bands(band, bands(h, w), threads)
     return out
