@@ -4,7 +4,8 @@ Two short gray "films" are made from ``examples/einstein_beach.jpg`` with film g
 noise in every frame, sigma 5 of 255) and a slight exposure flicker: a still shot and a slow pan
 (2 px a frame). Each is colorized by ``colorcli colorize`` twice, with ``--temporal`` (the
 default) and ``--no-temporal`` (each frame on its own); the flicker (mean |Δab| between
-consecutive output frames, :func:`colorcli.metrics.flicker`) of each is printed. The strip shows
+consecutive output frames once the camera's motion is left out, :func:`colorcli.metrics.flicker`;
+and with it counted) of each is printed. The strip shows
 every fourth frame of the pan: the input above, the colorized film below.
 
     python docs/make_film_strip.py                   # writes docs/film_strip.jpg
@@ -75,9 +76,12 @@ def main() -> None:
             src = make_film(tmp / f"{shot}.mp4", pan=pan, seed=pan)
             smooth = colorize(src, tmp / "temporal")
             per_frame = colorize(src, tmp / "per_frame", "--no-temporal")
-            results[shot] = (flicker(film_frames(per_frame)), flicker(film_frames(smooth)))
-            print(f"{shot:>5}: flicker per-frame {results[shot][0]:.2f}, temporal {results[shot][1]:.2f} "
-                  f"({results[shot][1] / results[shot][0]:.0%})", flush=True)
+            for follow in (True, False):
+                results[shot] = (flicker(film_frames(per_frame), follow_camera=follow),
+                                 flicker(film_frames(smooth), follow_camera=follow))
+                print(f"{shot:>5}: flicker{'' if follow else ' (camera motion counted)'} per-frame "
+                      f"{results[shot][0]:.2f}, temporal {results[shot][1]:.2f} "
+                      f"({results[shot][1] / results[shot][0]:.0%})", flush=True)
             if shot == "pan":
                 pick = range(0, FRAMES, 4)
                 before = [f for i, f in enumerate(film_frames(src)) if i in pick]

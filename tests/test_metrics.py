@@ -224,3 +224,31 @@ def test_summarise_ignores_nan_and_inf():
     s = metrics.summarise(rows)
     assert s == {"psnr": 25.0, "sat_diff": 1.0}
     assert metrics.summarise([]) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# flicker, with and without the camera's motion
+
+
+def _pan(rgb: np.ndarray, step: int, n: int, w: int) -> list[np.ndarray]:
+    return [rgb[:, i * step : i * step + w] for i in range(n)]
+
+
+def test_flicker_leaves_the_camera_motion_out():
+    # A colourful, detailed photo panned 2 px a frame with colours that never change: no
+    # flicker, although every pixel changes. Counting the camera's motion calls it flicker.
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(4)
+    rgb = np.clip(gaussian_filter(rng.random((96, 200, 3)), (2, 2, 0)) * 3 - 1, 0, 1).astype(np.float32)
+    frames = _pan(rgb, 2, 8, 128)
+    steady = metrics.flicker(frames)
+    counted = metrics.flicker(frames, follow_camera=False)
+    assert counted > 3
+    assert steady < 0.1 * counted
+    # Real flicker is still seen: the same pan with the colour of every other frame shifted.
+    tinted = [f if i % 2 else np.clip(f + np.float32([0.06, 0.0, -0.06]), 0, 1) for i, f in enumerate(frames)]
+    assert metrics.flicker(tinted) > 5 * steady + 2
+    # A still shot: both forms agree.
+    still = [frames[0]] * 3 + [tinted[0]]
+    assert metrics.flicker(still) == pytest.approx(metrics.flicker(still, follow_camera=False))

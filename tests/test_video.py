@@ -392,3 +392,60 @@ def test_other_codec_and_odd_size(tmp_path):
     colorize_film(noisy_colorizer(), src, out2, settings=FilmSettings(codec="mpeg4"))
     assert probe(out2)["frames"] == 4
     assert probe(out2)["rate"] == Fraction(RATE)
+
+
+# ---------------------------------------------------------------------------------------------
+# the camera's motion
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return (gaussian_filter(np.random.default_rng(seed).random((h, w)), 3) * 400 - 150).astype(np.float32)
+
+
+@pytest.mark.parametrize("shift", [(0.0, 2.0), (0.0, -3.0), (1.5, 0.5), (-4.0, 3.0)])
+def test_global_shift_finds_the_pan(shift):
+    from scipy.ndimage import shift as nd_shift
+
+    from colorcli.motion import global_shift
+
+    scene = _texture(240, 320, 5)
+    a = scene[40:200, 48:272]
+    b = nd_shift(scene, shift, order=3)[40:200, 48:272]
+    dy, dx = global_shift(a, b)
+    assert dy == pytest.approx(shift[0], abs=0.3) and dx == pytest.approx(shift[1], abs=0.3)
+
+
+def test_global_shift_is_zero_for_a_still_shot_and_for_a_cut():
+    from colorcli.motion import global_shift
+
+    a = _texture(160, 224, 6)
+    grain = np.random.default_rng(0).normal(0, 2, a.shape).astype(np.float32)
+    assert global_shift(a, a + grain) == (0.0, 0.0)
+    assert global_shift(a, _texture(160, 224, 7)) == (0.0, 0.0)
+
+
+def test_smoothing_follows_the_camera_on_a_pan():
+    # The network sees a texture panning 2 px a frame; its chroma is the scene's true colour
+    # (tied to the scene) plus fresh noise. Following the camera, the smoothed colour stays on
+    # the scene and is closer to the truth than each frame's; without it, the pan makes
+    # every pixel change and the state keeps being reset to the noisy frame.
+    scene = _texture(160, 224 + 2 * 16, 8)
+    truth = np.stack([scene * 0.3, -scene * 0.2])  # colour at full view resolution
+    rng = np.random.default_rng(1)
+    errors = {}
+    for follow in (True, False):
+        smoother = TemporalSmoother(follow_camera=follow)
+        errs = []
+        for i in range(16):
+            view = scene[:, 2 * i : 2 * i + 224]
+            true_c = truth[:, ::4, 2 * i : 2 * i + 224 : 4]
+            noisy = true_c + rng.normal(0, 8, true_c.shape).astype(np.float32)
+            out = smoother(view, noisy)
+            if i >= 6:
+                errs.append(np.abs(out - true_c)[:, 2:-2, 2:-2].mean())
+        errors[follow] = float(np.mean(errs))
+    noise = 8 * np.sqrt(2 / np.pi)  # mean |N(0, 8)|: a frame on its own
+    assert errors[True] < 0.6 * noise
+    assert errors[True] < 0.75 * errors[False]

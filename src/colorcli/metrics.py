@@ -85,19 +85,47 @@ def ab_distance(ab_pred: np.ndarray, ab_gt: np.ndarray) -> np.ndarray:
     return np.sqrt((d**2).sum(-1))
 
 
-def flicker(frames: Iterable[np.ndarray]) -> float:
+def flicker(frames: Iterable[np.ndarray], *, follow_camera: bool = True) -> float:
     """Temporal flicker of a film: the mean |Δab| (per-pixel Euclidean ab distance, Lab) between
     consecutive frames, averaged over pixels and frame pairs. Frames are sRGB float ``(H, W, 3)``
-    in [0, 1], streamed; 0.0 for fewer than two frames."""
+    in [0, 1], streamed; 0.0 for fewer than two frames.
+
+    With ``follow_camera`` (the default) the camera's own motion is left out, as the warping
+    error of video colorization papers leaves out optical flow: the previous frame's ab is
+    first moved by the global translation between the two frames' L
+    (:func:`colorcli.motion.global_shift`), and only the pixels both frames show are compared.
+    Without it, a pan counts its moving picture as flicker."""
+    from colorcli.motion import global_shift, shift_plane
+
     prev = None
     total, pairs = 0.0, 0
     for rgb in frames:
-        ab = _lab(rgb)[..., 1:]
+        lab = _lab(rgb)
+        ab = lab[..., 1:]
         if prev is not None:
-            total += float(ab_distance(ab, prev).mean())
+            prev_L, prev_ab = prev
+            dy = dx = 0.0
+            if follow_camera:
+                k = max(1, min(ab.shape[:2]) // 256)  # estimated on a view of ~256 px, for speed
+                dy, dx = (k * d for d in global_shift(_block_mean(prev_L, k), _block_mean(lab[..., 0], k)))
+            if dy or dx:
+                moved = np.stack([shift_plane(prev_ab[..., c], dy, dx) for c in range(2)], axis=-1)
+                my, mx = int(np.ceil(abs(dy))) + 1, int(np.ceil(abs(dx))) + 1  # rows/cols only one frame shows
+                d = ab_distance(ab, moved)[my : ab.shape[0] - my, mx : ab.shape[1] - mx]
+            else:
+                d = ab_distance(ab, prev_ab)
+            total += float(d.mean()) if d.size else 0.0
             pairs += 1
-        prev = ab
+        prev = (lab[..., 0], ab)
     return total / pairs if pairs else 0.0
+
+
+def _block_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """``x (h, w)`` averaged over ``k`` x ``k`` blocks (edges that do not fill a block dropped)."""
+    if k == 1:
+        return np.asarray(x, dtype=np.float32)
+    h, w = x.shape[0] // k * k, x.shape[1] // k * k
+    return x[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3)).astype(np.float32)
 
 
 def psnr(pred: np.ndarray, gt: np.ndarray) -> float:

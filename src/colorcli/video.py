@@ -32,6 +32,7 @@ from colorcli.errors import ColorcliError, ImageReadError, ImageWriteError
 from colorcli.files import atomic_write
 from colorcli.imageio import MAX_PIXELS, _reason, to_uint8
 from colorcli.inference.render import Chroma, guided_coefficients
+from colorcli.motion import global_shift, shift_plane
 
 # Folder walks pick these up as well as photos; a named file is judged by its content alone.
 FILM_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm", ".gif"})
@@ -180,39 +181,53 @@ def _muxer_for(path: Path) -> str:
 class TemporalSmoother:
     """Blends each frame's network-resolution chroma with the colour of the frames before it.
 
-    The weight of the new frame is, per chroma pixel, ``clip(|dL| / full_change, floor, 1)``
-    with dL the change of the network view's L at that pixel since the previous frame: where
-    nothing moved the colour is a running average (no flicker), where something moved it is the
-    new frame's (colour follows motion, no trail). A mean |dL| above ``cut`` is a scene cut:
-    the state starts again from the new frame, so no colour crosses the cut.
+    The camera's own motion comes first: the shift of the whole network view since the previous
+    frame is found by phase correlation (:func:`global_shift`), and the colour state and the
+    previous L are moved with it, so a pan keeps its colour on the things it shows instead of
+    meeting them anew at every frame. Then the weight of the new frame is, per chroma pixel,
+    ``clip(|dL| / full_change, floor, 1)`` with dL the change of the view's L at that pixel
+    since the (shifted) previous frame: where nothing moved the colour is a running average (no
+    flicker), where something moved it is the new frame's (colour follows motion, no trail). A
+    mean |dL| above ``cut`` is a scene cut: the state starts again from the new frame, so no
+    colour crosses the cut.
     """
 
     def __init__(self, *, floor: float = ALPHA_FLOOR, full_change: float = FULL_CHANGE,
-                 cut: float = CUT_THRESHOLD) -> None:
+                 cut: float = CUT_THRESHOLD, follow_camera: bool = True) -> None:
         self.floor, self.full_change, self.cut = floor, full_change, cut
+        self.follow_camera = follow_camera
         self.cuts = 0
         self._state: np.ndarray | None = None
         self._prev_l: np.ndarray | None = None
+        self._prev_view: np.ndarray | None = None
 
     def reset(self) -> None:
-        self._state = self._prev_l = None
+        self._state = self._prev_l = self._prev_view = None
 
     def __call__(self, L_net: np.ndarray, chroma: np.ndarray) -> np.ndarray:
         """Network view L ``(h, w)`` in [0, 100] and its chroma ``(2, h', w')`` -> the smoothed
         chroma ``(2, h', w')`` float32 (a new array)."""
-        L_small = _pool(np.asarray(L_net, dtype=np.float32), chroma.shape[-2:])
+        view = np.asarray(L_net, dtype=np.float32)
+        L_small = _pool(view, chroma.shape[-2:])
         chroma = np.asarray(chroma, dtype=np.float32)
-        if self._state is None or self._state.shape != chroma.shape:
+        if self._state is None or self._state.shape != chroma.shape or self._prev_view.shape != view.shape:
             self._state = chroma.copy()
         else:
-            change = np.abs(L_small - self._prev_l)
+            prev_l, state = self._prev_l, self._state
+            if self.follow_camera:
+                dy, dx = global_shift(self._prev_view, view)
+                if dy or dx:  # view pixels -> the chroma grid's
+                    sy, sx = dy * chroma.shape[-2] / view.shape[0], dx * chroma.shape[-1] / view.shape[1]
+                    prev_l, state = shift_plane(prev_l, sy, sx), np.stack([shift_plane(c, sy, sx) for c in state])
+            change = np.abs(L_small - prev_l)
             if float(change.mean()) > self.cut:
                 self.cuts += 1
                 self._state = chroma.copy()
             else:
                 alpha = np.clip(change / self.full_change, self.floor, 1.0)
-                self._state += alpha * (chroma - self._state)
-        self._prev_l = L_small
+                state += alpha * (chroma - state)
+                self._state = state
+        self._prev_l, self._prev_view = L_small, view
         return self._state.copy()
 
 
