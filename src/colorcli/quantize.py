@@ -100,11 +100,14 @@ def calibration_views(colorizer: Colorizer, photos: Sequence[Path],
 
 
 def float_node_names(proto, *, tail: int = FLOAT_TAIL, decode: bool = True) -> list[str]:
-    """Nodes of ``proto`` to keep float: with ``decode`` every node after the last weight layer
-    (Conv, MatMul, ...: the decoding, temperature division, softmax, annealed mean), and the last
-    ``tail`` weight layers. Nodes are stored in topological order, so "after" is by index."""
+    """Nodes of ``proto`` to keep float: with ``decode`` every node after the network's last
+    weight layer (Conv, MatMul, ...: the decoding, temperature division, softmax, annealed mean),
+    and the last ``tail`` weight layers. Nodes are stored in topological order, so "after" is by
+    index. The network ends before the first Softmax where there is one: the annealed mean's
+    product with the bin centres is a MatMul too, but a step of the decoding, not a layer."""
     nodes = list(proto.graph.node)
-    weights = [i for i, node in enumerate(nodes) if node.op_type in _WEIGHT_OPS]
+    end = next((i for i, node in enumerate(nodes) if node.op_type == "Softmax"), len(nodes))
+    weights = [i for i, node in enumerate(nodes[:end]) if node.op_type in _WEIGHT_OPS]
     keep = [nodes[i].name for i in weights[len(weights) - tail:]] if tail > 0 else []
     if decode and weights:
         keep += [node.name for node in nodes[weights[-1] + 1:] if node.op_type != "Constant"]
