@@ -109,6 +109,28 @@ def test_export_keeps_the_neutral_gate(tmp_path):
     assert np.abs(got - ungated).max() > 2 * PARITY_TOL  # the gate and gain really are in the graph
 
 
+def test_export_keeps_the_per_photo_gain(tmp_path):
+    """mcl's cf_head: the pooled features, the gain and its soft bound run inside the graph."""
+    torch.manual_seed(0)
+    model = create_model("test_mcl", neutral_radius=10.0, cf_head=True).eval()
+    with torch.no_grad():
+        model.cf_head.weight.normal_(0, 2.0)
+        model.cf_head.bias.fill_(0.3)
+    report = export_model(model, tmp_path / "gain.onnx")
+    assert all(d <= PARITY_TOL for _, d in report.parity)
+    assert json.loads({p.key: p.value for p in onnx.load(str(report.path)).metadata_props}["decode"])["log_gain_channel"]
+    sess = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    L = _photo_l((2, 64, 96), 7)
+    with torch.inference_mode():
+        ref = model.decode(model(L)).numpy()
+        plain = create_model("test_mcl", neutral_radius=10.0).eval()
+        plain.load_state_dict(model.state_dict(), strict=False)
+        ungained = plain.decode(plain(L)).numpy()
+    got = sess.run(None, {"L": L.numpy()})[0]
+    assert np.abs(got - ref).max() <= PARITY_TOL
+    assert np.abs(got - ungained).max() > 2 * PARITY_TOL
+
+
 def test_fp16_export(tmp_path, tiny_weights):
     from colorcli.weights import load_weights
 

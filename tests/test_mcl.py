@@ -400,3 +400,51 @@ def test_sparse_encoding_finds_the_same_bins_as_a_full_search():
     dense = torch.zeros(len(ab), Q, dtype=torch.float64).scatter_(1, idx, wts)
     full = torch.zeros(len(ab), Q, dtype=torch.float64).scatter_(1, full_idx, torch.softmax(-dist**2 / (2 * SIGMA**2), 1))
     torch.testing.assert_close(dense, full, atol=1e-9, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-photo gain (cf_head)
+
+
+def test_cf_head_starts_at_gain_one_and_scales_each_photo_by_its_own_gain():
+    torch.manual_seed(0)
+    plain = create_model("test_mcl", neutral_radius=10.0, chroma_gain=1.2).eval()
+    headed = create_model("test_mcl", neutral_radius=10.0, chroma_gain=1.2, cf_head=True).eval()
+    missing = headed.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["cf_head.bias", "cf_head.weight"]
+    L = torch.rand(2, 1, 64, 96) * 100
+    raw = headed(L)
+    assert raw.shape[1] == Q + 1 and torch.equal(raw[:, :Q], plain(L))
+    torch.testing.assert_close(headed.decode(raw), plain.decode(raw[:, :Q]))  # zero start: gain 1
+    with torch.no_grad():
+        bound = math.log(2.0)
+        headed.cf_head.bias.fill_(bound * math.atanh(math.log(1.5) / bound))  # soft bound: tanh
+        raw = headed(L)
+        torch.testing.assert_close(headed.decode(raw), 1.5 * plain.decode(raw[:, :Q]))
+        headed.cf_head.bias.fill_(50.0)  # never more than twice the decoded chroma
+        torch.testing.assert_close(headed.decode(headed(L)), 2.0 * plain.decode(raw[:, :Q]))
+    assert headed.decode_info()["log_gain_channel"] and not plain.decode_info()["log_gain_channel"]
+    with pytest.raises(ValueError, match="bins head"):
+        create_model("test_l2", cf_head=True)
+
+
+def test_gain_loss_trains_only_the_gain_toward_each_photos_colourfulness():
+    # Photos twice as colourful as the model decodes them: the gain learns ~2x (clamped at 2,
+    # so aim at 1.6), and no gradient reaches the network through the gain's loss.
+    torch.manual_seed(0)
+    model = create_model("test_mcl", cf_head=True)
+    L = torch.rand(4, 1, 32, 32) * 100
+    with torch.no_grad():
+        dec = model.decode(model(L))
+    batch = {"ab": torch.nn.functional.interpolate(dec * 1.6, size=(32, 32))}
+    opt = torch.optim.Adam(model.calibration_parameters(), lr=0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        model._gain_loss(model(L), batch["ab"]).backward()
+        opt.step()
+    gain = torch.exp(model.split_raw(model(L))[1]).flatten()
+    torch.testing.assert_close(gain, torch.full_like(gain, 1.6), rtol=0.05, atol=0)
+    raw = model(L)
+    model.zero_grad()
+    model._gain_loss(raw, batch["ab"]).backward()
+    assert all(p.grad is None or not p.grad.any() for n, p in model.named_parameters() if not n.startswith("cf_head"))

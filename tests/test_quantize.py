@@ -189,7 +189,8 @@ def test_unreadable_calibration_folder_writes_nothing(tmp_path, weights_of):
     assert not (tmp_path / "q.onnx").exists()
 
 
-@pytest.mark.parametrize(("name", "args"), [("test_l2", {}), ("test_mcl", {"neutral_radius": 10.0})])
+@pytest.mark.parametrize(("name", "args"), [("test_l2", {}), ("test_mcl", {"neutral_radius": 10.0}),
+                                           ("test_mcl", {"neutral_radius": 10.0, "cf_head": True})])
 def test_float_nodes_are_the_decoding_and_the_head(name, args):
     from colorcli.export import _Decoded, _trace_to_bytes
 
@@ -201,7 +202,7 @@ def test_float_nodes_are_the_decoding_and_the_head(name, args):
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     assert names[0] == convs[-1] and convs[-2] not in names
     # every step of the decoding (the neutral gate's second softmax too) stays float
-    assert {n.name for n in proto.graph.node if n.op_type in ("Softmax", "Einsum", "Mul")} <= set(names)
+    assert {n.name for n in proto.graph.node if n.op_type in ("Softmax", "Einsum", "Mul", "Gemm")} <= set(names)
     assert float_node_names(proto, tail=0, decode=False) == []
 
 

@@ -181,6 +181,18 @@ def test_a_red_reference_pulls_the_hue_toward_red(which, mcl, l2, red_reference)
                                   plain_rgb)
 
 
+def test_a_reference_steers_a_model_with_a_per_photo_gain(red_reference):
+    # mcl's cf_head puts its gain after the bin logits: the prior goes on the logits only, and
+    # at the head's zero start the result is the plain model's.
+    torch.manual_seed(0)
+    plain = create_model("test_mcl")
+    headed = create_model("test_mcl", cf_head=True)
+    headed.load_state_dict(plain.state_dict(), strict=False)
+    L = _two_regions()
+    want = Colorizer.from_model(plain).colorize_l(L, reference=red_reference)
+    np.testing.assert_array_equal(Colorizer.from_model(headed).colorize_l(L, reference=red_reference), want)
+
+
 def test_reference_prior_is_normalised_and_floored(red_reference):
     centres = color.gamut_bins()
     p = np.exp(red_reference.log_prior(centres))

@@ -362,6 +362,27 @@ def test_init_model_arg_changes_only_loss_and_decoding(cache, tmp_path):
                    model_args={"lam": "lots"}))
 
 
+def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_path):
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=1))
+    second = tmp_path / "second.safetensors"
+    train(_cfg(cache, second, max_steps=0, init=str(first), model_args={"cf_head": True}))
+    a, b = load_file(first), load_file(second)
+    assert set(b) - set(a) == {"cf_head.weight", "cf_head.bias"} and all(torch.equal(a[k], b[k]) for k in a)
+    assert not b["cf_head.weight"].any() and not b["cf_head.bias"].any()
+    assert read_metadata(second)["config"]["cf_head"] is True
+    # Training moves the head, in its own optimizer group at calibration_lr_mult.
+    third = tmp_path / "third.safetensors"
+    res = train(_cfg(cache, third, max_steps=3, init=str(second)))
+    assert load_file(third)["cf_head.bias"].any()
+    ck = T.load_checkpoint(res.checkpoint)
+    groups = {g["name"]: g for g in ck["optimizer"]["param_groups"]}
+    assert groups["calibration"]["lr_mult"] == 10.0
+    with pytest.raises(TrainingError, match="would remove a trained part"):
+        train(_cfg(cache, tmp_path / "fourth.safetensors", max_steps=1, init=str(third),
+                   model_args={"cf_head": False}))
+
+
 def test_zero_steps_rewrites_init_weights_with_new_decoding(cache, val_dir, tmp_path):
     """``--max-steps 0 --init``: the same tensors, the new decoding settings, and validation
     figures measured under them."""

@@ -43,6 +43,7 @@ CONFIG_BOUNDS: dict[str, Bound] = {
     # every family
     "default_size": Bound(int, MULTIPLE, 512, multiple=MULTIPLE),
     "pretrained": Bound(bool),
+    "cf_head": Bound(bool),
     # mcl / l2
     "head": Bound(str, choices=("bins", "l2")),
     "decoder_width": Bound(int, 1, 512),

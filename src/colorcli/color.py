@@ -396,10 +396,11 @@ class Scratch:
         return buf[:n].reshape(shape)
 
 
-def _select_below(out: np.ndarray, x: np.ndarray, edge: float, low) -> None:
+def _select_below(out: np.ndarray, x: np.ndarray, edge: float, low, mask: np.ndarray | None = None) -> None:
     """``out[x <= edge] = low(x)[x <= edge]``; the low branch is rare in photos, so it is only
-    computed when present (a full ``np.where`` pass costs more than the branch itself)."""
-    mask = x <= _F32(edge)
+    computed when present (a full ``np.where`` pass costs more than the branch itself).
+    ``mask``: a bool buffer of ``x``'s shape to write the comparison into (band code reuses one)."""
+    mask = np.less_equal(x, _F32(edge), out=mask)
     if mask.any():
         np.copyto(out, low(x), where=mask)
 
@@ -488,10 +489,7 @@ def _linear_to_srgb_planes(lin: np.ndarray, work: np.ndarray, out: np.ndarray, l
     np.power(work, _F32(1 / 2.4), out=work)
     work *= _F32(1.055)
     work -= _F32(0.055)
-    np.less_equal(lin, _F32(0.0031308), out=low)
-    if low.any():
-        lin *= _F32(12.92)
-        np.copyto(work, lin, where=low)
+    _select_below(work, lin, 0.0031308, lambda x: np.multiply(x, _F32(12.92), out=x), mask=low)
     np.clip(work, _F32(0), _F32(1), out=out)
 
 
@@ -513,12 +511,12 @@ def _lab_to_xyz_np(L: np.ndarray, ab: np.ndarray, scratch: Scratch | None = None
     xyz = s.get("xyz", shape)
     np.multiply(f, f, out=xyz)
     xyz *= f
-    low = s.get("mask", shape, bool)
-    np.less_equal(xyz, _F32(_EPS), out=low)
-    if low.any():
-        f -= _F32(16 / 116)
-        f *= _F32(1 / _KAPPA)
-        np.copyto(xyz, f, where=low)
+
+    def linear_segment(_: np.ndarray) -> np.ndarray:  # below _EPS: (f - 16/116) / kappa, in f
+        np.subtract(f, _F32(16 / 116), out=f)
+        return np.multiply(f, _F32(1 / _KAPPA), out=f)
+
+    _select_below(xyz, xyz, _EPS, linear_segment, mask=s.get("mask", shape, bool))
     xyz *= _WHITE_F32.reshape(3, *[1] * L.ndim)
     return xyz
 

@@ -10,7 +10,9 @@ what the network sees when it colorizes.
 
 What stays float (``nodes_to_exclude``): the decoding (temperature division, softmax, annealed
 mean; left to itself quantize_static would quantize the softmax's input and output to 8 bits)
-and the last ``FLOAT_TAIL`` weight layer(s) before it, the head that gives the bin logits. The
+and the last ``FLOAT_TAIL`` weight layer(s) before it, the head that gives the bin logits; and
+every ``Gemm``, the fully connected layers on one vector a photo (``fusion``'s global features,
+``mcl``'s per-photo gain), a handful of multiply-adds that 8 bits would only blur. The
 choice and its measurement are in the README (``export --int8``). The file keeps the fp32
 file's colorcli metadata, with ``precision`` saying int8, ``quantization`` saying how it was
 calibrated, and ``parity`` the int8 output's difference from the fp32 export it came from (an
@@ -36,7 +38,8 @@ DEFAULT_CALIBRATE_COUNT = 64
 MAX_CALIBRATE_COUNT = 1024  # the views are held in memory while calibrating: bounded
 FLOAT_TAIL = 1  # weight layers before the decoding kept float (see the module docstring)
 ACTIVATIONS = ("uint8", "int8")
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "MatMul")  # the network's layers over pixels
+_VECTOR_OPS = ("Gemm",)  # fully connected, on a vector a photo: always float
 
 
 class QuantizeError(ColorcliError):
@@ -102,7 +105,7 @@ def calibration_views(colorizer: Colorizer, photos: Sequence[Path],
 def float_node_names(proto, *, tail: int = FLOAT_TAIL, decode: bool = True) -> list[str]:
     """Nodes of ``proto`` to keep float: with ``decode`` every node after the network's last
     weight layer (Conv, MatMul, ...: the decoding, temperature division, softmax, annealed mean),
-    and the last ``tail`` weight layers. Nodes are stored in topological order, so "after" is by
+    the last ``tail`` weight layers, and (either way) every fully connected ``Gemm``. Nodes are stored in topological order, so "after" is by
     index. The network ends before the first Softmax where there is one: the annealed mean's
     product with the bin centres is a MatMul too, but a step of the decoding, not a layer."""
     nodes = list(proto.graph.node)
@@ -111,6 +114,8 @@ def float_node_names(proto, *, tail: int = FLOAT_TAIL, decode: bool = True) -> l
     keep = [nodes[i].name for i in weights[len(weights) - tail:]] if tail > 0 else []
     if decode and weights:
         keep += [node.name for node in nodes[weights[-1] + 1:] if node.op_type != "Constant"]
+    if tail > 0 or decode:
+        keep += [node.name for node in nodes if node.op_type in _VECTOR_OPS and node.name not in keep]
     return keep
 
 

@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"
     lr: float = 1e-3
     encoder_lr_mult: float = 0.1  # fine-tuning a pretrained encoder gently
+    calibration_lr_mult: float = 10.0  # a calibration part (``calibration_parameters``) starts from nothing
     freeze_frac: float = 0.3  # pretrained encoder frozen for this first part of training
     weight_decay: float = 1e-4
     warmup_frac: float = 0.03
@@ -183,12 +184,15 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> list[Path]:
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     encoder = model.image_encoder()
     enc = list(encoder.parameters()) if encoder is not None else []
-    enc_ids = {id(p) for p in enc}
-    rest = [p for p in model.parameters() if id(p) not in enc_ids]
+    calib = model.calibration_parameters()
+    own = {id(p) for p in enc} | {id(p) for p in calib}
+    rest = [p for p in model.parameters() if id(p) not in own]
     mult = cfg.encoder_lr_mult if model.pretrained_encoder() is not None else 1.0
     groups = [{"params": rest, "lr_mult": 1.0, "name": "decoder"}]
     if enc:
         groups.append({"params": enc, "lr_mult": mult, "name": "encoder"})
+    if calib:
+        groups.append({"params": calib, "lr_mult": cfg.calibration_lr_mult, "name": "calibration"})
     return groups
 
 
@@ -214,24 +218,40 @@ def _with_pretrained_flag(model: ColorModel, pretrained: bool) -> ColorModel:
     return model
 
 
-def _tune_config(model: ColorModel, overrides: dict[str, Any], init_path: Path) -> None:
-    """Apply ``--model-arg`` values to a model warm-started from ``init_path``: only the fields
-    its config calls tunable (loss and decoding), each converted to that field's type."""
+def _tune_config(model: ColorModel, overrides: dict[str, Any], init_path: Path) -> ColorModel:
+    """Apply ``--model-arg`` values to a model warm-started from ``init_path``: the fields its
+    config calls tunable (loss and decoding) or addable (a part added at its neutral start, e.g.
+    ``mcl``'s ``cf_head``), each converted to that field's type. Returns the model (a new one
+    when a part was added: the file's tensors loaded into it, the new ones at their start)."""
     if not overrides:
-        return
-    tunable = type(model.config).tunable
-    bad = sorted(set(overrides) - set(tunable))
+        return model
+    config_type = type(model.config)
+    allowed = config_type.tunable + config_type.addable
+    bad = sorted(set(overrides) - set(allowed))
     if bad:
         raise TrainingError(
             f"{init_path}: --model-arg {', '.join(bad)} would change the architecture of a trained "
-            f"file; on --init only {', '.join(tunable) or 'nothing'} may change"
+            f"file; on --init only {', '.join(allowed) or 'nothing'} may change"
         )
     types = {f.name: type(f.default) for f in dataclasses.fields(model.config)}
     try:
         values = {k: types[k](v) for k, v in overrides.items()}
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"--model-arg: {exc}") from None
-    model.config = dataclasses.replace(model.config, **values)
+    added = {k: v for k, v in values.items() if k in config_type.addable and v != getattr(model.config, k)}
+    if not added:
+        model.config = dataclasses.replace(model.config, **values)
+        return model
+    grown = create_model(model.arch, **{**model.config_dict(), **values, "pretrained": False})
+    result = grown.load_state_dict(model.state_dict(), strict=False)
+    if result.unexpected_keys:
+        raise TrainingError(
+            f"{init_path}: --model-arg {', '.join(sorted(added))} would remove a trained part "
+            f"({', '.join(result.unexpected_keys[:3])}); start from a file without it"
+        )
+    grown.config = dataclasses.replace(grown.config, pretrained=model.config.pretrained)
+    grown.weights_meta, grown.weights_path = model.weights_meta, model.weights_path
+    return grown
 
 
 def _merge_resume_config(cfg: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
@@ -447,7 +467,7 @@ def build_model(
         model = load_weights(init_path, expect_arch=cfg.model)  # strict; WeightsError names it
         meta = model.weights_meta
         _with_pretrained_flag(model, bool(meta["config"].get("pretrained")))
-        _tune_config(model, cfg.model_args, init_path)
+        model = _tune_config(model, cfg.model_args, init_path)
         # Rebalance for the data trained on now (it may be wider than the file's).
         model.prepare_targets(data.bin_counts)
         # The architecture is the file's: a resume of this run must rebuild the same one.

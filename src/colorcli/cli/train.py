@@ -66,7 +66,7 @@ def train(
     select: Annotated[Literal["loss", "psnr", "auc", "delta_cf", "neutral_chroma", "combined"] | None, typer.Option("--select", help="Validation figure that picks the weights kept: loss (the default), psnr, auc, delta_cf, neutral_chroma, or combined (PSNR less 0.2 dB per unit of CF gap past 3 and of neutral chroma past 7). On --resume, changes what is kept from then on.")] = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
-    model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight, cf_weight, neutral_radius, chroma_gain).")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option("--model-arg", help="KEY=VALUE model setting (repeatable). With --init only loss and decoding settings may change (mcl: temperature, lam, sigma, neighbours, reg_weight, cf_weight, neutral_radius, chroma_gain), or a part be added (mcl: cf_head=true, a per-photo chroma gain).")] = None,
     cache_dir: Annotated[Path, typer.Option("--cache-dir", help="Where prepared caches go.")] = Path(".cache"),
 ) -> None:
     """Train a model on folders of colour photos; Ctrl-C saves a checkpoint to resume from."""

@@ -137,7 +137,9 @@ class TorchBackend:
                 raw = self.model(x)
             raw = raw.float()
             if log_prior is not None:
-                raw = raw + torch.from_numpy(np.asarray(log_prior, np.float32)).to(raw).view(1, -1, 1, 1)
+                # The bin logits are the first Q channels (mcl's cf_head adds its gain after them).
+                prior = torch.from_numpy(np.asarray(log_prior, np.float32)).to(raw).view(1, -1, 1, 1)
+                raw = torch.cat([raw[:, :prior.shape[1]] + prior, raw[:, prior.shape[1]:]], dim=1)
             out = self.model.decode(raw, temperature=self.temperature)
             return out.float().cpu().numpy()
 

@@ -33,6 +33,9 @@ class ModelConfig:
     # Fields that only change the loss or the decoding, never a tensor's shape: a warm start
     # from a trained file (``train --init``) may change them with ``--model-arg``.
     tunable: ClassVar[tuple[str, ...]] = ()
+    # Fields that add a part to a trained file on ``train --init`` (switched on with
+    # ``--model-arg``); its new tensors start so that the model computes what it did before.
+    addable: ClassVar[tuple[str, ...]] = ()
 
 
 class ColorModel(nn.Module):
@@ -90,6 +93,12 @@ class ColorModel(nn.Module):
         its parameters their own optimizer group, pretrained or not, so a checkpoint's optimizer
         layout does not depend on how the run started."""
         return None
+
+    def calibration_parameters(self) -> list[nn.Parameter]:
+        """Parameters of small calibration parts fed with detached inputs (``mcl``'s ``cf_head``):
+        the trainer gives them a learning rate ``TrainConfig.calibration_lr_mult`` times the
+        decoder's, since they start from nothing inside a gentle fine-tuning run."""
+        return []
 
     def pretrained_encoder(self) -> nn.Module | None:
         """The encoder that starts from pretrained weights, or None: the trainer freezes it for

@@ -9,6 +9,7 @@ loss, the comparison the paper makes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +31,7 @@ class ColorNetConfig(ModelConfig):
     tunable: ClassVar[tuple[str, ...]] = (
         "temperature", "lam", "sigma", "neighbours", "reg_weight", "cf_weight", "neutral_radius", "chroma_gain",
     )
+    addable: ClassVar[tuple[str, ...]] = ("cf_head",)
 
     head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
     decoder_width: int = 128  # channels of the deepest decoder stage; halves towards stride 4
@@ -51,12 +53,23 @@ class ColorNetConfig(ModelConfig):
     # within ``neutral_radius`` of gray (0: off), then is scaled by ``chroma_gain``.
     neutral_radius: float = 0.0
     chroma_gain: float = 1.0
+    # A per-photo chroma gain learned beside the network (bins head only): a linear map of the
+    # deepest encoder features, averaged over the photo, to a log gain on the decoded chroma,
+    # trained to give each photo its own colourfulness (``_gain_loss``). Its input is detached,
+    # so it calibrates the decoding without changing what the network learns. ``train --init
+    # FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1.
+    cf_head: bool = False
     default_size: int = 160
+
+
+# The per-photo gain stays between half and twice the decoded chroma (a soft bound, tanh).
+MAX_LOG_GAIN = math.log(2.0)
 
 
 class ColorNet(ColorModel):
     """L ``(B, 1, H, W)`` in [0, 100] -> raw output at stride 4: bin logits ``(B, Q, H/4, W/4)``
-    for the "bins" head, ab / 110 ``(B, 2, H/4, W/4)`` for the "l2" head."""
+    for the "bins" head, ab / 110 ``(B, 2, H/4, W/4)`` for the "l2" head. With ``cf_head`` one
+    more channel follows the logits: the photo's log chroma gain, the same at every pixel."""
 
     family = "colornet"
 
@@ -80,6 +93,13 @@ class ColorNet(ColorModel):
             # Uniform until training data sets the prior (see ``set_prior``).
             self.register_buffer("prior", torch.full((q,), 1.0 / q))
             self.register_buffer("class_weights", torch.ones(q))
+        self.cf_head: nn.Linear | None = None
+        if config.cf_head:
+            if config.head != "bins":
+                raise ValueError("cf_head needs the bins head (it scales the annealed mean)")
+            self.cf_head = nn.Linear(c32, 1)
+            nn.init.zeros_(self.cf_head.weight)
+            nn.init.zeros_(self.cf_head.bias)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         x = normalise_l(L)
@@ -88,7 +108,22 @@ class ColorNet(ColorModel):
         y = self.up16(y, f16)
         y = self.up8(y, f8)
         y = self.up4(y, f4)
-        return self.head(y)
+        out = self.head(y)
+        if self.cf_head is not None:
+            # Features scaled by 1 / sqrt(C): an Adam step of size lr on every weight moves the
+            # log gain by about sqrt(C) * lr * |feature|, not C times that.
+            pooled = f32.detach().mean(dim=(2, 3)) * (1.0 / math.sqrt(f32.shape[1]))
+            log_gain = self.cf_head(pooled)  # (B, 1)
+            out = torch.cat([out, log_gain[:, :, None, None].expand(-1, -1, *out.shape[-2:])], dim=1)
+        return out
+
+    def split_raw(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw output -> (bin logits or ab, the per-photo log gain ``(B, 1, 1, 1)`` or None)."""
+        if self.cf_head is None:
+            return raw, None
+        # A soft clamp (tanh): a gain pushed to a bound still gets a gradient back.
+        log_gain = raw[:, -1:].mean(dim=(2, 3), keepdim=True)
+        return raw[:, :-1], MAX_LOG_GAIN * torch.tanh(log_gain / MAX_LOG_GAIN)
 
     def image_encoder(self) -> nn.Module:
         return self.encoder
@@ -108,9 +143,11 @@ class ColorNet(ColorModel):
 
     def decode(self, raw: torch.Tensor, *, temperature: float | None = None) -> torch.Tensor:
         if self.config.head == "bins":
+            logits, log_gain = self.split_raw(raw)
             t = self.config.temperature if temperature is None else temperature
-            return color.neutral_gated_mean(raw, self.centres, temperature=t,
-                                            neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
+            ab = color.neutral_gated_mean(logits, self.centres, temperature=t,
+                                          neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
+            return ab if log_gain is None else ab * torch.exp(log_gain)
         return raw * color.AB_NORM
 
     def loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -119,12 +156,35 @@ class ColorNet(ColorModel):
             # The regression term sees the plain annealed mean: the neutral gate and gain are
             # decoding choices made after training (see ``neutral_radius``), not something the
             # network learns around.
-            return rebalanced_cross_entropy(
-                raw, ab, self.centres, self.class_weights, neighbours=self.config.neighbours,
+            logits, _ = self.split_raw(raw)
+            loss = rebalanced_cross_entropy(
+                logits, ab, self.centres, self.class_weights, neighbours=self.config.neighbours,
                 sigma=self.config.sigma, reg_weight=self.config.reg_weight, cf_weight=self.config.cf_weight,
                 temperature=self.config.temperature,
             )
+            if self.cf_head is not None:
+                loss = loss + self._gain_loss(raw, ab)
+            return loss
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
+
+    def _gain_loss(self, raw: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        """The per-photo gain's loss: the mean over photos of the squared difference between the
+        colourfulness of the gained decoding and the photo's own (:func:`ab_colourfulness`, in
+        ab / 110). The decoding is the model's own (neutral gate and ``chroma_gain``) and carries
+        no gradient: only the gain learns here. Its least-squares optimum gives, among photos
+        whose features look alike, the decoded colourfulness the truth's mean."""
+        b = raw.shape[0]
+        logits, log_gain = self.split_raw(raw.float())
+        with torch.no_grad():
+            decoded = color.neutral_gated_mean(
+                logits.detach(), self.centres, temperature=self.config.temperature,
+                neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
+            per_photo = lambda v: ab_colourfulness(v.permute(0, 2, 3, 1).reshape(b, -1, 2) / color.AB_NORM)  # noqa: E731
+            cf_decoded, cf_true = per_photo(decoded), per_photo(ab.float())
+        return (torch.exp(log_gain.view(b)) * cf_decoded - cf_true).square().mean()
+
+    def calibration_parameters(self) -> list[nn.Parameter]:
+        return list(self.cf_head.parameters()) if self.cf_head is not None else []
 
     def decode_info(self) -> dict[str, Any]:
         if self.config.head == "bins":
@@ -133,6 +193,10 @@ class ColorNet(ColorModel):
                 "temperature": self.config.temperature,
                 "neutral_radius": self.config.neutral_radius,
                 "chroma_gain": self.config.chroma_gain,
+                # With a cf_head the raw output's last channel is the photo's log gain
+                # (averaged over pixels, then max_log_gain * tanh(x / max_log_gain)), applied after chroma_gain.
+                "log_gain_channel": self.cf_head is not None,
+                "max_log_gain": MAX_LOG_GAIN,
                 "centres": self.centres.tolist(),
                 "stride": 4,
             }
