@@ -11,7 +11,7 @@ import torch
 
 from colorcli import color
 from colorcli.models import create_model
-from colorcli.models.mcl import rebalanced_cross_entropy
+from colorcli.models.mcl import gain_loss, rebalanced_cross_entropy
 
 CENTRES = torch.from_numpy(color.gamut_bins())
 Q = CENTRES.shape[0]
@@ -448,3 +448,24 @@ def test_gain_loss_trains_only_the_gain_toward_each_photos_colourfulness():
     model.zero_grad()
     model._gain_loss(raw, batch["ab"]).backward()
     assert all(p.grad is None or not p.grad.any() for n, p in model.named_parameters() if not n.startswith("cf_head"))
+
+
+def test_gain_loss_matches_colourfulness_on_average_not_in_least_squares():
+    # Three photos the head cannot tell apart (one shared gain), decoded at different
+    # colourfulness: the optimum makes the means agree, sum(t) / sum(d), not least squares'
+    # sum(d t) / sum(d^2).
+    d, t = torch.tensor([0.1, 0.2, 0.4]), torch.tensor([0.3, 0.3, 0.3])
+    h = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([h], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = gain_loss(h.expand(3), d, t)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert math.exp(h.item()) == pytest.approx(0.9 / 0.7, rel=1e-4)
+    assert 0.9 / 0.7 > float((d * t).sum() / d.square().sum())  # least squares would fall short
+    # zero where each photo gets its own colourfulness
+    assert float(gain_loss(torch.log(t / d), d, t)) == pytest.approx(0.0, abs=1e-6)

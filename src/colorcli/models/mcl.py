@@ -55,7 +55,7 @@ class ColorNetConfig(ModelConfig):
     chroma_gain: float = 1.0
     # A per-photo chroma gain learned beside the network (bins head only): a linear map of the
     # deepest encoder features, averaged over the photo, to a log gain on the decoded chroma,
-    # trained to give each photo its own colourfulness (``_gain_loss``). Its input is detached,
+    # trained so that photos alike get their colourfulness on average (``gain_loss``). Its input is detached,
     # so it calibrates the decoding without changing what the network learns. ``train --init
     # FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1.
     cf_head: bool = False
@@ -168,11 +168,9 @@ class ColorNet(ColorModel):
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
 
     def _gain_loss(self, raw: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        """The per-photo gain's loss: the mean over photos of the squared difference between the
-        colourfulness of the gained decoding and the photo's own (:func:`ab_colourfulness`, in
-        ab / 110). The decoding is the model's own (neutral gate and ``chroma_gain``) and carries
-        no gradient: only the gain learns here. Its least-squares optimum gives, among photos
-        whose features look alike, the decoded colourfulness the truth's mean."""
+        """The per-photo gain's loss (:func:`gain_loss`) between the colourfulness of the model's
+        own decoding (neutral gate and ``chroma_gain``; no gradient: only the gain learns here)
+        and the photo's (:func:`ab_colourfulness`, in ab / 110)."""
         b = raw.shape[0]
         logits, log_gain = self.split_raw(raw.float())
         with torch.no_grad():
@@ -181,7 +179,7 @@ class ColorNet(ColorModel):
                 neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
             per_photo = lambda v: ab_colourfulness(v.permute(0, 2, 3, 1).reshape(b, -1, 2) / color.AB_NORM)  # noqa: E731
             cf_decoded, cf_true = per_photo(decoded), per_photo(ab.float())
-        return (torch.exp(log_gain.view(b)) * cf_decoded - cf_true).square().mean()
+        return gain_loss(log_gain.view(b), cf_decoded, cf_true)
 
     def calibration_parameters(self) -> list[nn.Parameter]:
         return list(self.cf_head.parameters()) if self.cf_head is not None else []
@@ -251,6 +249,18 @@ def rebalanced_cross_entropy(
         per_photo = lambda v: ab_colourfulness(v.view(b, -1, 2) / color.AB_NORM)  # noqa: E731
         loss = loss + cf_weight * (per_photo(mean) - per_photo(target)).square().mean()
     return loss
+
+
+def gain_loss(log_gain: torch.Tensor, cf_decoded: torch.Tensor, cf_true: torch.Tensor) -> torch.Tensor:
+    """Half the Poisson deviance of ``g · d`` against ``t`` (``g = exp(log_gain)``, ``d`` the
+    decoded and ``t`` the true colourfulness, one each a photo), averaged over photos:
+    ``g d − t − t log(g d / t)``, zero where ``g d = t``. Its gradient in ``log_gain`` is
+    ``g d − t``, so among photos the head cannot tell apart the optimum is ``g = Σt / Σd``: the
+    decoded colourfulness matches the truth's on average, which is what the CF gap measures.
+    (Least squares would give ``Σ d t / Σ d²``, short of that wherever ``d`` varies.)"""
+    eps = 1e-6
+    gd = torch.exp(log_gain) * cf_decoded
+    return (gd - cf_true - cf_true * torch.log((gd + eps) / (cf_true + eps))).mean()
 
 
 def ab_colourfulness(ab: torch.Tensor) -> torch.Tensor:
