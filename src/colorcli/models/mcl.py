@@ -144,11 +144,15 @@ class ColorNet(ColorModel):
     def decode(self, raw: torch.Tensor, *, temperature: float | None = None) -> torch.Tensor:
         if self.config.head == "bins":
             logits, log_gain = self.split_raw(raw)
-            t = self.config.temperature if temperature is None else temperature
-            ab = color.neutral_gated_mean(logits, self.centres, temperature=t,
-                                          neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
+            ab = self._gated_mean(logits, temperature)
             return ab if log_gain is None else ab * torch.exp(log_gain)
         return raw * color.AB_NORM
+
+    def _gated_mean(self, logits: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Bin logits -> ab by the model's decoding settings (neutral gate, ``chroma_gain``)."""
+        t = self.config.temperature if temperature is None else temperature
+        return color.neutral_gated_mean(logits, self.centres, temperature=t,
+                                        neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
 
     def loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ab = F.adaptive_avg_pool2d(batch["ab"], raw.shape[-2:])
@@ -174,9 +178,7 @@ class ColorNet(ColorModel):
         b = raw.shape[0]
         logits, log_gain = self.split_raw(raw.float())
         with torch.no_grad():
-            decoded = color.neutral_gated_mean(
-                logits.detach(), self.centres, temperature=self.config.temperature,
-                neutral_radius=self.config.neutral_radius, gain=self.config.chroma_gain)
+            decoded = self._gated_mean(logits)
             per_photo = lambda v: ab_colourfulness(v.permute(0, 2, 3, 1).reshape(b, -1, 2) / color.AB_NORM)  # noqa: E731
             cf_decoded, cf_true = per_photo(decoded), per_photo(ab.float())
         return gain_loss(log_gain.view(b), cf_decoded, cf_true)
