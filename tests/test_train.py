@@ -383,6 +383,27 @@ def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_
                    model_args={"cf_head": False}))
 
 
+def test_calibrate_only_trains_the_gain_alone(cache, tmp_path):
+    """``--calibrate-only``: the cf_head learns; every other tensor (BN statistics included)
+    stays bit for bit the --init file's, and the optimizer holds only the calibration group."""
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=1))
+    second = tmp_path / "second.safetensors"
+    res = train(_cfg(cache, second, max_steps=3, init=str(first), model_args={"cf_head": True},
+                     calibrate_only=True))
+    a, b = load_file(first), load_file(second)
+    assert set(b) - set(a) == {"cf_head.weight", "cf_head.bias"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert b["cf_head.bias"].any()
+    ck = T.load_checkpoint(res.checkpoint)
+    assert [g["name"] for g in ck["optimizer"]["param_groups"]] == ["calibration"]
+    with pytest.raises(TrainingError, match="has no calibration part"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first), calibrate_only=True))
+    with pytest.raises(TrainingError, match="--init FILE"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, model_args={"cf_head": True},
+                   calibrate_only=True))
+
+
 def test_zero_steps_rewrites_init_weights_with_new_decoding(cache, val_dir, tmp_path):
     """``--max-steps 0 --init``: the same tensors, the new decoding settings, and validation
     figures measured under them."""

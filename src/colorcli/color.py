@@ -117,6 +117,20 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return _xyz_to_rgb(_lab_to_xyz(lab))
 
 
+def colourfulness(rgb: torch.Tensor, *, eps: float = 0.0) -> torch.Tensor:
+    """Hasler & Süsstrunk (2003) colourfulness of each sRGB photo ``(B, 3, H, W)`` in [0, 1]
+    -> ``(B,)``, on the 0..255 scale, as the field's tables compute it (DDColor's and CT2's
+    ``calculate_cf``): rg = |R − G| and yb = |(R + G)/2 − B|, absolute before the statistics;
+    ``sqrt(σ_rg² + σ_yb²) + 0.3 · sqrt(μ_rg² + μ_yb²)`` (population deviations). ``eps`` inside
+    the roots keeps the gradient finite on a gray photo (a training loss; eval uses 0)."""
+    x = rgb.clamp(0.0, 1.0) * 255
+    r, g, b = x[:, 0].flatten(1), x[:, 1].flatten(1), x[:, 2].flatten(1)
+    rg, yb = (r - g).abs(), (0.5 * (r + g) - b).abs()
+    mean_rg, mean_yb = rg.mean(dim=1), yb.mean(dim=1)
+    var = (rg - mean_rg[:, None]).square().mean(dim=1) + (yb - mean_yb[:, None]).square().mean(dim=1)
+    return torch.sqrt(var + eps) + 0.3 * torch.sqrt(mean_rg.square() + mean_yb.square() + eps)
+
+
 def _uv_prime(xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x, y, z = xyz[:, 0:1], xyz[:, 1:2], xyz[:, 2:3]
     denom = x + 15 * y + 3 * z + 1e-12

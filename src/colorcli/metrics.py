@@ -200,18 +200,15 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(H, W, 3)`` scaled to 0..255, on
-    rg = |R − G| and yb = |(R + G)/2 − B|.
+    """Hasler & Süsstrunk (2003) colourfulness of sRGB ``(H, W, 3)`` scaled to 0..255
+    (:func:`colorcli.color.colourfulness`, the form of the field's tables).
 
-    On the float values: rounding to 8 bits would turn the last-digit noise of a neutral
-    image's conversion (r, g, b equal to ~2e-5) into whole steps and a colourfulness above 0.
+    On the float values, in float64: rounding to 8 bits would turn the last-digit noise of a
+    neutral image's conversion (r, g, b equal to ~2e-5) into whole steps and a colourfulness
+    above 0.
     """
-    x = np.clip(rgb, 0, 1).astype(np.float64) * 255
-    # Absolute opponent values before the statistics, as the field's tables compute it
-    # (DDColor's and CT2's ``calculate_cf``), so our figures compare with published ones.
-    rg = np.abs(x[..., 0] - x[..., 1])
-    yb = np.abs(0.5 * (x[..., 0] + x[..., 1]) - x[..., 2])
-    return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float64)).permute(2, 0, 1)[None]
+    return float(color.colourfulness(x)[0])
 
 
 def _saturation_sum(rgb: torch.Tensor) -> float:

@@ -65,6 +65,10 @@ class TrainConfig:
     encoder_lr_mult: float = 0.1  # fine-tuning a pretrained encoder gently
     calibration_lr_mult: float = 10.0  # a calibration part (``calibration_parameters``) starts from nothing
     freeze_frac: float = 0.3  # pretrained encoder frozen for this first part of training
+    # Train only the calibration part (``calibration_parameters``, e.g. ``mcl``'s ``cf_head``) on
+    # its own loss, the rest of the network frozen in eval mode: its colours stay exactly as they
+    # were, and a step costs about a forward pass. Needs --init (or a resume of such a run).
+    calibrate_only: bool = False
     weight_decay: float = 1e-4
     warmup_frac: float = 0.03
     seed: int = 0
@@ -182,6 +186,8 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> list[Path]:
 
 
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
+    if cfg.calibrate_only:
+        return [{"params": model.calibration_parameters(), "lr_mult": cfg.calibration_lr_mult, "name": "calibration"}]
     encoder = model.image_encoder()
     enc = list(encoder.parameters()) if encoder is not None else []
     calib = model.calibration_parameters()
@@ -486,11 +492,32 @@ def build_model(
     return model, cfg, init_info
 
 
+def _check_calibrate_only(cfg: TrainConfig, model: ColorModel) -> None:
+    if not cfg.calibrate_only:
+        return
+    if not model.calibration_parameters():
+        raise TrainingError(f"--calibrate-only: model {cfg.model!r} as built has no calibration part "
+                            "(mcl: add one with --model-arg cf_head=true)")
+    if not cfg.init and not cfg.resume:
+        raise TrainingError("--calibrate-only calibrates a trained network: start from one with --init FILE")
+
+
+def _set_calibrate_only(model: ColorModel) -> None:
+    """Freeze everything but the calibration part, every layer in eval mode (BN statistics and
+    dropout as at inference, where the calibration will run)."""
+    model.requires_grad_(False)
+    model.eval()
+    for p in model.calibration_parameters():
+        p.requires_grad_(True)
+
+
 def new_state(model: ColorModel, setup: TrainSetup, init_info: dict[str, Any]) -> TrainState:
     """``model`` on the device, ready to train, with a fresh optimizer, scaler and data RNG;
     wrapped in DDP (gradients averaged over the processes) in a distributed run."""
     cfg, device = setup.cfg, setup.device
     model.train()
+    if cfg.calibrate_only:
+        _set_calibrate_only(model)
     model.to(device)
     # Channels-last on CPU too: oneDNN's convolutions run faster in NHWC (bench_train.py).
     model = model.to(memory_format=torch.channels_last)
@@ -499,7 +526,7 @@ def new_state(model: ColorModel, setup: TrainSetup, init_info: dict[str, Any]) -
         # A frozen encoder gets no gradients for a while: DDP must be told to expect that.
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.pretrained_encoder() is not None,
+            find_unused_parameters=model.pretrained_encoder() is not None and not cfg.calibrate_only,
         )
     # The fused AdamW kernel (CPU and CUDA): one pass over all parameters, 2.7x faster a step
     # than the per-tensor loop on a CPU; the same update and the same state-dict format.
@@ -637,8 +664,8 @@ def _set_encoder_phase(model: ColorModel, frozen: bool) -> None:
         encoder.train()
 
 
-def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bool]:
-    """One optimizer step on the next batch -> (loss, encoder frozen). Does not count it."""
+def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, str]:
+    """One optimizer step on the next batch -> (loss, phase). Does not count it."""
     cfg, device, model = setup.cfg, setup.device, ts.model
     idx = next_batch(ts, setup)
     p = ts.p_floor = max(ts.p_floor, ts.step / total)
@@ -653,10 +680,11 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bo
     rgb = rgb.contiguous(memory_format=torch.channels_last)
     lab = color.rgb_to_lab(rgb)
     batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
-    _set_encoder_phase(model, frozen)
+    if not cfg.calibrate_only:  # (a calibration run stays as new_state set it)
+        _set_encoder_phase(model, frozen)
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         raw = ts.net(batch["L"])
-        loss = model.loss(raw, batch)
+        loss = model.calibration_loss(raw, batch) if cfg.calibrate_only else model.loss(raw, batch)
     # The loss over the global batch: the mean of the processes' (a NaN anywhere makes it NaN,
     # so every process stops at the same step, before a backward pass that would wait forever).
     value = setup.dist.mean(loss.item())
@@ -672,7 +700,8 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, bo
         raise TrainingError(_nan_message("gradients became non-finite", ts.step + 1, setup.ckpt_file))
     ts.scaler.step(ts.opt)
     ts.scaler.update()
-    return value, frozen
+    phase = "calibration" if cfg.calibrate_only else "frozen encoder" if frozen else "full"
+    return value, phase
 
 
 @contextlib.contextmanager
@@ -727,11 +756,11 @@ def train_loop(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainRe
                 # one waits for the step to finish, see _sigint_deferred).
                 draws = ts.draws()
                 with per_step():
-                    loss, frozen = train_step(ts, setup, total)
+                    loss, phase = train_step(ts, setup, total)
                     ts.step += 1
                     draws = None
                 now = ts.tick()
-                cb.on_step(ts.step, total, loss, "frozen encoder" if frozen else "full")
+                cb.on_step(ts.step, total, loss, phase)
                 if ts.step % 20 == 0:
                     total = total_steps(cfg, setup.steps_per_epoch, ts.step, ts.seconds)
                 if dist.is_main and ts.step < total and now - last_val >= cfg.val_every_minutes * 60:
@@ -790,6 +819,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         data, cache_paths = load_data(cfg, saved, cb, dist)
         val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val and dist.is_main else []
         model, cfg, init_info = build_model(cfg, data, saved, cb)
+        _check_calibrate_only(cfg, model)
         setup = TrainSetup(cfg=cfg, device=device, data=data, cache_paths=cache_paths, val=val,
                            out=Path(cfg.out), ckpt_file=checkpoint_path(Path(cfg.out)),
                            select=cfg.select or "loss", dist=dist)

@@ -59,6 +59,7 @@ def train(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
     freeze_frac: Annotated[float, typer.Option("--freeze-frac", help="Fraction of training with the pretrained encoder frozen.")] = 0.3,
+    calibrate_only: Annotated[bool, typer.Option("--calibrate-only", help="Train only the calibration part (mcl: cf_head, a per-photo chroma gain) from --init weights; the rest of the network stays as it is, and a step costs about a forward pass.")] = False,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Use only the first N validation photos.")] = None,
     val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps. 0 with --init trains nothing: it validates the --init weights under new --model-arg decoding settings and writes them with those figures.")] = None,
@@ -89,7 +90,7 @@ def train(
         model=model, data=[str(d) for d in data or []], out=str(out_path), val=str(val) if val else None,
         resume=str(resume) if resume else None, init=str(init) if init else None,
         minutes=minutes, epochs=epochs, batch_size=batch_size, size=size, device=device, lr=lr,
-        freeze_frac=freeze_frac, val_limit=val_limit, val_every_minutes=val_every,
+        freeze_frac=freeze_frac, calibrate_only=calibrate_only, val_limit=val_limit, val_every_minutes=val_every,
         max_steps=max_steps, seed=seed, cache_dir=str(cache_dir), select=select, model_args=model_args,
         command="colorcli " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )

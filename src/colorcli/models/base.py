@@ -100,6 +100,12 @@ class ColorModel(nn.Module):
         decoder's, since they start from nothing inside a gentle fine-tuning run."""
         return []
 
+    def calibration_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of the calibration parts alone (the part of :meth:`loss` that reaches
+        ``calibration_parameters``): what ``train --calibrate-only`` minimises, the rest of the
+        network frozen. Models without calibration parts have none."""
+        raise NotImplementedError(f"{type(self).__name__} has no calibration part")
+
     def pretrained_encoder(self) -> nn.Module | None:
         """The encoder that starts from pretrained weights, or None: the trainer freezes it for
         the first part of training and then trains it at a lower learning rate."""

@@ -55,7 +55,8 @@ class ColorNetConfig(ModelConfig):
     chroma_gain: float = 1.0
     # A per-photo chroma gain learned beside the network (bins head only): a linear map of the
     # deepest encoder features, averaged over the photo, to a log gain on the decoded chroma,
-    # trained so that photos alike get their colourfulness on average (``gain_loss``). Its input is detached,
+    # trained so that photos alike get their colourfulness (as ``eval`` measures it, in sRGB) on
+    # average (``gain_loss``). Its input is detached,
     # so it calibrates the decoding without changing what the network learns. ``train --init
     # FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1.
     cf_head: bool = False
@@ -167,24 +168,33 @@ class ColorNet(ColorModel):
                 temperature=self.config.temperature,
             )
             if self.cf_head is not None:
-                loss = loss + self._gain_loss(raw, ab)
+                loss = loss + self._gain_loss(raw, batch)
             return loss
         return F.mse_loss(raw.float(), ab / color.AB_NORM)
 
-    def _gain_loss(self, raw: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        """The per-photo gain's loss (:func:`gain_loss`) between the colourfulness of the model's
-        own decoding (neutral gate and ``chroma_gain``; no gradient: only the gain learns here)
-        and the photo's (:func:`ab_colourfulness`, in ab / 110)."""
-        b = raw.shape[0]
+    def _gain_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The per-photo gain's loss (:func:`gain_loss`): the colourfulness of the model's own
+        decoding (neutral gate and ``chroma_gain``; no gradient: only the gain learns here)
+        times the gain, against the photo's, both in sRGB with the photo's L at the network's
+        output resolution and measured as ``eval`` measures them (:func:`colorcli.color.colourfulness`)."""
+        size = raw.shape[-2:]
+        L = F.adaptive_avg_pool2d(batch["L"].float(), size)
         logits, log_gain = self.split_raw(raw.float())
         with torch.no_grad():
             decoded = self._gated_mean(logits)
-            per_photo = lambda v: ab_colourfulness(v.permute(0, 2, 3, 1).reshape(b, -1, 2) / color.AB_NORM)  # noqa: E731
-            cf_decoded, cf_true = per_photo(decoded), per_photo(ab.float())
-        return gain_loss(log_gain.view(b), cf_decoded, cf_true)
+            ab = F.adaptive_avg_pool2d(batch["ab"].float(), size)
+            cf_true = color.colourfulness(color.lab_to_rgb(torch.cat([L, ab], dim=1)))
+        gained = decoded * torch.exp(log_gain)
+        cf_pred = color.colourfulness(color.lab_to_rgb(torch.cat([L, gained], dim=1)), eps=1e-6)
+        return gain_loss(cf_pred, cf_true)
 
     def calibration_parameters(self) -> list[nn.Parameter]:
         return list(self.cf_head.parameters()) if self.cf_head is not None else []
+
+    def calibration_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.cf_head is None:
+            return super().calibration_loss(raw, batch)
+        return self._gain_loss(raw, batch)
 
     def decode_info(self) -> dict[str, Any]:
         if self.config.head == "bins":
@@ -253,16 +263,16 @@ def rebalanced_cross_entropy(
     return loss
 
 
-def gain_loss(log_gain: torch.Tensor, cf_decoded: torch.Tensor, cf_true: torch.Tensor) -> torch.Tensor:
-    """Half the Poisson deviance of ``g · d`` against ``t`` (``g = exp(log_gain)``, ``d`` the
-    decoded and ``t`` the true colourfulness, one each a photo), averaged over photos:
-    ``g d − t − t log(g d / t)``, zero where ``g d = t``. Its gradient in ``log_gain`` is
-    ``g d − t``, so among photos the head cannot tell apart the optimum is ``g = Σt / Σd``: the
-    decoded colourfulness matches the truth's on average, which is what the CF gap measures.
-    (Least squares would give ``Σ d t / Σ d²``, short of that wherever ``d`` varies.)"""
+def gain_loss(cf_pred: torch.Tensor, cf_true: torch.Tensor) -> torch.Tensor:
+    """Half the Poisson deviance of the gained decoding's colourfulness ``p`` against the
+    photo's ``t`` (one each a photo), averaged over photos: ``p − t − t log(p / t)``, zero
+    where ``p = t``. With ``p = g · d`` (colourfulness in proportion to the gain ``g``, i.e. no
+    clipping at the gamut) its gradient in ``log g`` is ``g d − t``, so among photos the head
+    cannot tell apart the optimum is ``g = Σt / Σd``: the decoded colourfulness matches the
+    truth's on average, which is what the CF gap measures. (Least squares would give
+    ``Σ d t / Σ d²``, short of that wherever ``d`` varies.)"""
     eps = 1e-6
-    gd = torch.exp(log_gain) * cf_decoded
-    return (gd - cf_true - cf_true * torch.log((gd + eps) / (cf_true + eps))).mean()
+    return (cf_pred - cf_true - cf_true * torch.log((cf_pred + eps) / (cf_true + eps))).mean()
 
 
 def ab_colourfulness(ab: torch.Tensor) -> torch.Tensor:
