@@ -63,8 +63,10 @@ class ColorNetConfig(ModelConfig):
     default_size: int = 160
 
 
-# The per-photo gain stays between half and twice the decoded chroma (a soft bound, tanh).
-MAX_LOG_GAIN = math.log(2.0)
+# The per-photo gain stays between a third and three times the decoded chroma (a soft bound,
+# tanh). Twice was too tight: photos like train/'s (Imagenette, COCO) need about 2x on average
+# to get their colourfulness, so their gains piled up against it (measured, 2026-12-05).
+MAX_LOG_GAIN = math.log(3.0)
 
 
 class ColorNet(ColorModel):
@@ -175,15 +177,16 @@ class ColorNet(ColorModel):
     def _gain_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The per-photo gain's loss (:func:`gain_loss`): the colourfulness of the model's own
         decoding (neutral gate and ``chroma_gain``; no gradient: only the gain learns here)
-        times the gain, against the photo's, both in sRGB with the photo's L at the network's
-        output resolution and measured as ``eval`` measures them (:func:`colorcli.color.colourfulness`)."""
-        size = raw.shape[-2:]
-        L = F.adaptive_avg_pool2d(batch["L"].float(), size)
+        times the gain, against the photo's, measured as ``eval`` measures them
+        (:func:`colorcli.color.colourfulness`, in sRGB) and as ``colorize`` renders: the chroma
+        upsampled (bilinear) and joined to the photo's full-resolution L. (At the network's
+        resolution the photo's fine colour texture is averaged away, more on some sources than
+        on others, and the gain learned fell short on them.)"""
+        L = batch["L"].float()
         logits, log_gain = self.split_raw(raw.float())
         with torch.no_grad():
-            decoded = self._gated_mean(logits)
-            ab = F.adaptive_avg_pool2d(batch["ab"].float(), size)
-            cf_true = color.colourfulness(color.lab_to_rgb(torch.cat([L, ab], dim=1)))
+            decoded = F.interpolate(self._gated_mean(logits), size=L.shape[-2:], mode="bilinear", align_corners=False)
+            cf_true = color.colourfulness(color.lab_to_rgb(torch.cat([L, batch["ab"].float()], dim=1)))
         gained = decoded * torch.exp(log_gain)
         cf_pred = color.colourfulness(color.lab_to_rgb(torch.cat([L, gained], dim=1)), eps=1e-6)
         return gain_loss(cf_pred, cf_true)
