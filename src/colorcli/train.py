@@ -67,7 +67,8 @@ class TrainConfig:
     freeze_frac: float = 0.3  # pretrained encoder frozen for this first part of training
     # Train only the calibration part (``calibration_parameters``, e.g. ``mcl``'s ``cf_head``) on
     # its own loss, the rest of the network frozen in eval mode: its colours stay exactly as they
-    # were, and a step costs about a forward pass. Needs --init (or a resume of such a run).
+    # were, and a step costs about a forward pass. Each photo is seen whole (no random crop),
+    # at ``size``: give it colorize's view size. Needs --init (or a resume of such a run).
     calibrate_only: bool = False
     weight_decay: float = 1e-4
     warmup_frac: float = 0.03
@@ -676,7 +677,11 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, st
     # This process's rows of the global batch (all of it in a single process).
     rank, b = setup.dist.rank, cfg.batch_size
     keep = slice(rank * b, (rank + 1) * b) if setup.dist.enabled else None
-    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep).to(device)
+    # A calibration run sees each photo whole, as colorize does (only flipped): what it
+    # calibrates depends on the scale the network sees things at.
+    min_scale = 1.0 if cfg.calibrate_only else 0.5
+    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep,
+                        min_scale=min_scale).to(device)
     rgb = rgb.contiguous(memory_format=torch.channels_last)
     lab = color.rgb_to_lab(rgb)
     batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
