@@ -383,6 +383,24 @@ def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_
                    model_args={"cf_head": False}))
 
 
+def test_calibrate_only_sees_each_photo_whole(cache, tmp_path, monkeypatch):
+    """A calibration run crops nothing (colorize sees the whole photo); training crops."""
+    seen = []
+    real = T.augment_batch
+
+    def spy(*args, **kw):
+        seen.append(kw.get("min_scale"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(T, "augment_batch", spy)
+    first = tmp_path / "first.safetensors"
+    train(_cfg(cache, first, max_steps=1))
+    assert seen == [0.5]
+    train(_cfg(cache, tmp_path / "second.safetensors", max_steps=2, init=str(first),
+               model_args={"cf_head": True}, calibrate_only=True))
+    assert seen == [0.5, 1.0, 1.0]
+
+
 def test_calibrate_only_trains_the_gain_alone(cache, tmp_path):
     """``--calibrate-only``: the cf_head learns; every other tensor (BN statistics included)
     stays bit for bit the --init file's, and the optimizer holds only the calibration group."""
