@@ -187,11 +187,12 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> list[Path]:
 
 
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
+    calib = model.calibration_parameters()
+    calib_group = {"params": calib, "lr_mult": cfg.calibration_lr_mult, "name": "calibration"}
     if cfg.calibrate_only:
-        return [{"params": model.calibration_parameters(), "lr_mult": cfg.calibration_lr_mult, "name": "calibration"}]
+        return [calib_group]
     encoder = model.image_encoder()
     enc = list(encoder.parameters()) if encoder is not None else []
-    calib = model.calibration_parameters()
     own = {id(p) for p in enc} | {id(p) for p in calib}
     rest = [p for p in model.parameters() if id(p) not in own]
     mult = cfg.encoder_lr_mult if model.pretrained_encoder() is not None else 1.0
@@ -199,7 +200,7 @@ def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     if enc:
         groups.append({"params": enc, "lr_mult": mult, "name": "encoder"})
     if calib:
-        groups.append({"params": calib, "lr_mult": cfg.calibration_lr_mult, "name": "calibration"})
+        groups.append(calib_group)
     return groups
 
 
