@@ -109,13 +109,15 @@ def test_export_keeps_the_neutral_gate(tmp_path):
     assert np.abs(got - ungated).max() > 2 * PARITY_TOL  # the gate and gain really are in the graph
 
 
-def test_export_keeps_the_per_photo_gain(tmp_path):
-    """mcl's cf_head: the pooled features, the gain and its soft bound run inside the graph."""
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_export_keeps_the_per_photo_gain(tmp_path, hidden):
+    """mcl's cf_head (linear, or with a hidden layer): the pooled features, the gain and its
+    soft bound run inside the graph."""
     torch.manual_seed(0)
-    model = create_model("test_mcl", neutral_radius=10.0, cf_head=True).eval()
+    model = create_model("test_mcl", neutral_radius=10.0, cf_head=True, cf_hidden=hidden).eval()
     with torch.no_grad():
-        model.cf_head.weight.normal_(0, 2.0)
-        model.cf_head.bias.fill_(0.3)
+        for p in model.cf_head.parameters():
+            p.normal_(0, 2.0)
     report = export_model(model, tmp_path / "gain.onnx")
     assert all(d <= PARITY_TOL for _, d in report.parity)
     assert json.loads({p.key: p.value for p in onnx.load(str(report.path)).metadata_props}["decode"])["log_gain_channel"]

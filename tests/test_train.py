@@ -189,6 +189,8 @@ def test_caches_are_joined_and_a_cache_named_twice_weighs_twice(cache, photos, t
     assert len(joined) == 3 * len(one)
     assert np.array_equal(joined.images[len(one):2 * len(one)], joined.images[2 * len(one):])
     assert np.array_equal(joined.bin_counts, 3 * one.bin_counts)
+    n = len(one)  # which cache each photo comes from: a cache named twice is one cache
+    assert joined.cache_index.tolist() == [0] * n + [1] * (2 * n) and not one.cache_index.any()
     out = tmp_path / "w.safetensors"
     train(_cfg(cache, out, max_steps=2, data=[str(cache), str(other), str(other)]))
     meta = read_metadata(out)["training"]
@@ -371,6 +373,12 @@ def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_
     assert set(b) - set(a) == {"cf_head.weight", "cf_head.bias"} and all(torch.equal(a[k], b[k]) for k in a)
     assert not b["cf_head.weight"].any() and not b["cf_head.bias"].any()
     assert read_metadata(second)["config"]["cf_head"] is True
+    # With a hidden layer (cf_hidden): its output layer starts at zero, gain 1.
+    mlp = tmp_path / "mlp.safetensors"
+    train(_cfg(cache, mlp, max_steps=0, init=str(first), model_args={"cf_head": True, "cf_hidden": 4}))
+    c = load_file(mlp)
+    assert set(c) - set(a) == {"cf_head.0.weight", "cf_head.0.bias", "cf_head.2.weight", "cf_head.2.bias"}
+    assert c["cf_head.0.weight"].shape[0] == 4 and not c["cf_head.2.weight"].any()
     # Training moves the head, in its own optimizer group at calibration_lr_mult.
     third = tmp_path / "third.safetensors"
     res = train(_cfg(cache, third, max_steps=3, init=str(second)))
@@ -383,38 +391,35 @@ def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_
                    model_args={"cf_head": False}))
 
 
-def test_calibrate_only_sees_each_photo_whole(cache, tmp_path, monkeypatch):
-    """A calibration run crops nothing (colorize sees the whole photo); training crops."""
-    seen = []
-    real = T.augment_batch
-
-    def spy(*args, **kw):
-        seen.append(kw.get("min_scale"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(T, "augment_batch", spy)
-    first = tmp_path / "first.safetensors"
-    train(_cfg(cache, first, max_steps=1))
-    assert seen == [0.5]
-    train(_cfg(cache, tmp_path / "second.safetensors", max_steps=2, init=str(first),
-               model_args={"cf_head": True}, calibrate_only=True))
-    assert seen == [0.5, 1.0, 1.0]
-
-
-def test_calibrate_only_trains_the_gain_alone(cache, tmp_path):
-    """``--calibrate-only``: the cf_head learns; every other tensor (BN statistics included)
-    stays bit for bit the --init file's, and the optimizer holds only the calibration group."""
+def test_calibrate_only_fits_the_gain_alone_and_resumes(cache, val_dir, tmp_path):
+    """``--calibrate-only``: the cf_head is fitted on the photos collected; every other tensor
+    (BN statistics included) stays bit for bit the --init file's. A run stopped part way
+    resumes from its checkpoint with the rows collected so far."""
     first = tmp_path / "first.safetensors"
     train(_cfg(cache, first, max_steps=1))
     second = tmp_path / "second.safetensors"
-    res = train(_cfg(cache, second, max_steps=3, init=str(first), model_args={"cf_head": True},
-                     calibrate_only=True))
+    res = train(_cfg(cache, second, max_steps=12, init=str(first), model_args={"cf_head": True},
+                     calibrate_only=True, val=str(val_dir)))
+    assert res.steps == 12
     a, b = load_file(first), load_file(second)
     assert set(b) - set(a) == {"cf_head.weight", "cf_head.bias"}
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert b["cf_head.bias"].any()
+    report = read_metadata(second)["training"]["calibration"]
+    assert report["photos"] == 12 and report["held_out"] == 1
+    # The fit brings the mean colourfulness of the rows it fitted to the photos'.
+    fit = report["after"]["fit"]
+    assert abs(fit["cf_pred"] - fit["cf_true"]) < abs(report["before"]["fit"]["cf_pred"] - fit["cf_true"])
+    assert set(report["groups"]) == {"0"} and report["groups"]["0"] == str(cache)  # one cache, one group
     ck = T.load_checkpoint(res.checkpoint)
-    assert [g["name"] for g in ck["optimizer"]["param_groups"]] == ["calibration"]
+    assert ck["calibration"]["features"].shape[0] == 12 and len(ck["calibration"]["order"]) == N_PHOTOS
+    # Resume a shorter run: it goes on from the rows its checkpoint holds.
+    part = tmp_path / "part.safetensors"
+    train(_cfg(cache, part, max_steps=5, init=str(first), model_args={"cf_head": True}, calibrate_only=True))
+    res = train(_cfg(cache, part, max_steps=8, resume=str(T.checkpoint_path(part))))
+    rows = T.load_checkpoint(res.checkpoint)["calibration"]
+    assert res.steps == 8 and rows["features"].shape[0] == 8
+    torch.testing.assert_close(rows["curves"][:5], ck["calibration"]["curves"][:5])  # same order, same seed
     with pytest.raises(TrainingError, match="has no calibration part"):
         train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first), calibrate_only=True))
     with pytest.raises(TrainingError, match="--init FILE"):

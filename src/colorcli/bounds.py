@@ -44,6 +44,7 @@ CONFIG_BOUNDS: dict[str, Bound] = {
     "default_size": Bound(int, MULTIPLE, 512, multiple=MULTIPLE),
     "pretrained": Bound(bool),
     "cf_head": Bound(bool),
+    "cf_hidden": Bound(int, 0, 512),
     # mcl / l2
     "head": Bound(str, choices=("bins", "l2")),
     "decoder_width": Bound(int, 1, 512),

@@ -139,6 +139,10 @@ class CachedImages:
         parts = [decoded[p][0] for p in paths]
         self.images = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self.bin_counts = sum(decoded[p][1] for p in paths)
+        # Which cache each photo comes from (a cache named twice: one index, its first place).
+        unique = list(decoded)
+        self.cache_index = np.repeat(np.array([unique.index(p) for p in paths], dtype=np.int16),
+                                     [len(part) for part in parts])
         self.meta = decoded[paths[0]][2]
         self.paths = paths
         self.path = paths[0]

@@ -65,10 +65,9 @@ class TrainConfig:
     encoder_lr_mult: float = 0.1  # fine-tuning a pretrained encoder gently
     calibration_lr_mult: float = 10.0  # a calibration part (``calibration_parameters``) starts from nothing
     freeze_frac: float = 0.3  # pretrained encoder frozen for this first part of training
-    # Train only the calibration part (``calibration_parameters``, e.g. ``mcl``'s ``cf_head``) on
-    # its own loss, the rest of the network frozen in eval mode: its colours stay exactly as they
-    # were, and a step costs about a forward pass. Each photo is seen whole (no random crop),
-    # at ``size``: give it colorize's view size. Needs --init (or a resume of such a run).
+    # Fit only the per-photo gain (``mcl``'s ``cf_head``) to what colorize renders, the rest of
+    # the network frozen in eval mode (:mod:`colorcli.calibrate`): a step is one photo colorized
+    # whole, as colorize sees it (``size`` is not used). Needs --init (or a resume of such a run).
     calibrate_only: bool = False
     weight_decay: float = 1e-4
     warmup_frac: float = 0.03
@@ -356,6 +355,10 @@ class TrainState:
     pos: int = 0  # batches of ``order`` used
     sessions: list[str] = dataclasses.field(default_factory=list)
     init_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A calibration run's (``calibrate_only``, :mod:`colorcli.calibrate`) photo order and rows
+    # collected, and what its fit did (for the weights' metadata).
+    calibration: dict[str, torch.Tensor] | None = None
+    calibration_report: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Session only: progress never goes back within a session (a larger re-estimate of the
     # total would otherwise raise the learning rate again or re-freeze the encoder) ...
     p_floor: float = 0.0
@@ -497,7 +500,7 @@ def build_model(
 def _check_calibrate_only(cfg: TrainConfig, model: ColorModel) -> None:
     if not cfg.calibrate_only:
         return
-    if not model.calibration_parameters():
+    if model.gain_head() is None:
         raise TrainingError(f"--calibrate-only: model {cfg.model!r} as built has no calibration part "
                             "(mcl: add one with --model-arg cf_head=true)")
     if not cfg.init and not cfg.resume:
@@ -548,6 +551,7 @@ def restore_state(ts: TrainState, saved: dict[str, Any]) -> None:
     ts.history = saved.get("history", [])
     ts.sessions = saved.get("sessions", [])
     ts.init_info = saved.get("init_info", {})
+    ts.calibration = saved.get("calibration")
     ts.gen.set_state(saved["generator"])
     ts.order, ts.pos = saved["order"], saved["pos"]
     torch.set_rng_state(saved["torch_rng"])
@@ -574,6 +578,7 @@ def save_checkpoint(ts: TrainState, setup: TrainSetup) -> None:
             "world_size": setup.dist.world_size,
             "init_info": ts.init_info,
             "sessions": ts.sessions,
+            "calibration": ts.calibration,
             "colorcli_version": __version__,
         },
         setup.ckpt_file,
@@ -609,6 +614,8 @@ def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
         meta["sessions"] = ts.sessions
     if ts.init_info:
         meta["init"] = ts.init_info
+    if ts.calibration_report:
+        meta["calibration"] = ts.calibration_report
     return meta
 
 
@@ -678,19 +685,14 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, st
     # This process's rows of the global batch (all of it in a single process).
     rank, b = setup.dist.rank, cfg.batch_size
     keep = slice(rank * b, (rank + 1) * b) if setup.dist.enabled else None
-    # A calibration run sees each photo whole, as colorize does (only flipped): what it
-    # calibrates depends on the scale the network sees things at.
-    min_scale = 1.0 if cfg.calibrate_only else 0.5
-    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep,
-                        min_scale=min_scale).to(device)
+    rgb = augment_batch(setup.data.images[np.sort(idx)], size=cfg.size, generator=ts.gen, keep=keep).to(device)
     rgb = rgb.contiguous(memory_format=torch.channels_last)
     lab = color.rgb_to_lab(rgb)
     batch = {"L": lab[:, :1], "ab": lab[:, 1:], "rgb": rgb}
-    if not cfg.calibrate_only:  # (a calibration run stays as new_state set it)
-        _set_encoder_phase(model, frozen)
+    _set_encoder_phase(model, frozen)
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         raw = ts.net(batch["L"])
-        loss = model.calibration_loss(raw, batch) if cfg.calibrate_only else model.loss(raw, batch)
+        loss = model.loss(raw, batch)
     # The loss over the global batch: the mean of the processes' (a NaN anywhere makes it NaN,
     # so every process stops at the same step, before a backward pass that would wait forever).
     value = setup.dist.mean(loss.item())
@@ -706,7 +708,7 @@ def train_step(ts: TrainState, setup: TrainSetup, total: int) -> tuple[float, st
         raise TrainingError(_nan_message("gradients became non-finite", ts.step + 1, setup.ckpt_file))
     ts.scaler.step(ts.opt)
     ts.scaler.update()
-    phase = "calibration" if cfg.calibrate_only else "frozen encoder" if frozen else "full"
+    phase = "frozen encoder" if frozen else "full"
     return value, phase
 
 
@@ -837,6 +839,12 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
             cb.on_message(f"{setup.ckpt_file} exists and will be replaced (use --resume to continue it)")
         if session_command or saved is not None:
             ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
+        if cfg.calibrate_only:
+            from colorcli.calibrate import calibration_run
+
+            if dist.enabled:
+                raise TrainingError("--calibrate-only runs in one process (not under torchrun)")
+            return calibration_run(ts, setup, cb)
         return train_loop(ts, setup, cb)
 
 

@@ -100,11 +100,15 @@ class ColorModel(nn.Module):
         decoder's, since they start from nothing inside a gentle fine-tuning run."""
         return []
 
-    def calibration_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of the calibration parts alone (the part of :meth:`loss` that reaches
-        ``calibration_parameters``): what ``train --calibrate-only`` minimises, the rest of the
-        network frozen. Models without calibration parts have none."""
-        raise NotImplementedError(f"{type(self).__name__} has no calibration part")
+    def gain_head(self) -> nn.Module | None:
+        """The calibration part whose output is a photo's log chroma gain, before
+        :meth:`clamp_log_gain` (``mcl``'s ``cf_head``), or None. ``train --calibrate-only``
+        (:mod:`colorcli.calibrate`) records its input on each photo and fits it to them."""
+        return None
+
+    def clamp_log_gain(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`gain_head`'s output -> the log gain the decoding applies (its bound)."""
+        raise NotImplementedError(f"{type(self).__name__} has no gain head")
 
     def pretrained_encoder(self) -> nn.Module | None:
         """The encoder that starts from pretrained weights, or None: the trainer freezes it for

@@ -31,7 +31,7 @@ class ColorNetConfig(ModelConfig):
     tunable: ClassVar[tuple[str, ...]] = (
         "temperature", "lam", "sigma", "neighbours", "reg_weight", "cf_weight", "neutral_radius", "chroma_gain",
     )
-    addable: ClassVar[tuple[str, ...]] = ("cf_head",)
+    addable: ClassVar[tuple[str, ...]] = ("cf_head", "cf_hidden")
 
     head: str = "bins"  # "bins" (multinomial, Zhang) or "l2" (regression)
     decoder_width: int = 128  # channels of the deepest decoder stage; halves towards stride 4
@@ -60,6 +60,10 @@ class ColorNetConfig(ModelConfig):
     # so it calibrates the decoding without changing what the network learns. ``train --init
     # FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1.
     cf_head: bool = False
+    # The gain head's hidden ReLU units (0: the linear map above). One hidden layer of 32 fitted
+    # the held-out photos' colourfulness better than the linear map (half Poisson deviance 6.27
+    # against 6.79 on 433 training photos held out of 4,330; runs/s11, 2026-12-05).
+    cf_hidden: int = 0
     default_size: int = 160
 
 
@@ -96,13 +100,15 @@ class ColorNet(ColorModel):
             # Uniform until training data sets the prior (see ``set_prior``).
             self.register_buffer("prior", torch.full((q,), 1.0 / q))
             self.register_buffer("class_weights", torch.ones(q))
-        self.cf_head: nn.Linear | None = None
+        self.cf_head: nn.Module | None = None
         if config.cf_head:
             if config.head != "bins":
                 raise ValueError("cf_head needs the bins head (it scales the annealed mean)")
-            self.cf_head = nn.Linear(c32, 1)
-            nn.init.zeros_(self.cf_head.weight)
-            nn.init.zeros_(self.cf_head.bias)
+            k = config.cf_hidden
+            self.cf_head = nn.Sequential(nn.Linear(c32, k), nn.ReLU(), nn.Linear(k, 1)) if k else nn.Linear(c32, 1)
+            out = self.cf_head[-1] if k else self.cf_head
+            nn.init.zeros_(out.weight)  # gain 1 at the start
+            nn.init.zeros_(out.bias)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         x = normalise_l(L)
@@ -124,9 +130,7 @@ class ColorNet(ColorModel):
         """Raw output -> (bin logits or ab, the per-photo log gain ``(B, 1, 1, 1)`` or None)."""
         if self.cf_head is None:
             return raw, None
-        # A soft clamp (tanh): a gain pushed to a bound still gets a gradient back.
-        log_gain = raw[:, -1:].mean(dim=(2, 3), keepdim=True)
-        return raw[:, :-1], MAX_LOG_GAIN * torch.tanh(log_gain / MAX_LOG_GAIN)
+        return raw[:, :-1], self.clamp_log_gain(raw[:, -1:].mean(dim=(2, 3), keepdim=True))
 
     def image_encoder(self) -> nn.Module:
         return self.encoder
@@ -194,10 +198,12 @@ class ColorNet(ColorModel):
     def calibration_parameters(self) -> list[nn.Parameter]:
         return list(self.cf_head.parameters()) if self.cf_head is not None else []
 
-    def calibration_loss(self, raw: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.cf_head is None:
-            return super().calibration_loss(raw, batch)
-        return self._gain_loss(raw, batch)
+    def gain_head(self) -> nn.Module | None:
+        return self.cf_head
+
+    def clamp_log_gain(self, x: torch.Tensor) -> torch.Tensor:
+        # A soft clamp (tanh): a gain pushed to a bound still gets a gradient back.
+        return MAX_LOG_GAIN * torch.tanh(x / MAX_LOG_GAIN)
 
     def decode_info(self) -> dict[str, Any]:
         if self.config.head == "bins":
