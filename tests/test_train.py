@@ -391,40 +391,62 @@ def test_init_adds_a_cf_head_that_starts_at_gain_one_and_trains_fast(cache, tmp_
                    model_args={"cf_head": False}))
 
 
-def test_calibrate_only_fits_the_gain_alone_and_resumes(cache, val_dir, tmp_path):
-    """``--calibrate-only``: the cf_head is fitted on the photos collected; every other tensor
-    (BN statistics included) stays bit for bit the --init file's. A run stopped part way
-    resumes from its checkpoint with the rows collected so far."""
+def test_calibrate_only_fits_the_gain_alone_and_resumes(cache, photos, make_photo, val_dir, tmp_path):
+    """``--calibrate-only`` colorizes the photos of folders as they are: the cf_head is fitted
+    on them, gray and broken files are skipped (named), and every other tensor (BN statistics
+    included) stays bit for bit the --init file's. A run stopped part way resumes from its
+    checkpoint with the rows collected so far."""
     first = tmp_path / "first.safetensors"
     train(_cfg(cache, first, max_steps=1))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(3):  # another folder, other sizes and shapes
+        Image.fromarray(make_photo(40 + 8 * i, 72, seed=50 + i)).save(extra / f"e{i}.png")
+    Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(extra / "gray.png")
+    (extra / "broken.jpg").write_bytes(b"not a jpeg")
+    data = [str(photos), str(extra)]
     second = tmp_path / "second.safetensors"
-    res = train(_cfg(cache, second, max_steps=12, init=str(first), model_args={"cf_head": True},
-                     calibrate_only=True, val=str(val_dir)))
-    assert res.steps == 12
+    messages = []
+
+    class Collect(TrainCallbacks):
+        def on_message(self, text):
+            messages.append(text)
+
+    res = train(_cfg(cache, second, max_steps=N_PHOTOS + 3, init=str(first), model_args={"cf_head": True},
+                     calibrate_only=True, val=str(val_dir), data=data), Collect())
+    assert res.steps == N_PHOTOS + 3  # every colour photo of both folders
+    assert any("broken.jpg" in m for m in messages)
     a, b = load_file(first), load_file(second)
     assert set(b) - set(a) == {"cf_head.weight", "cf_head.bias"}
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert b["cf_head.bias"].any()
     report = read_metadata(second)["training"]["calibration"]
-    assert report["photos"] == 12 and report["held_out"] == 1
+    assert report["photos"] == N_PHOTOS + 3 and report["held_out"] == 4
+    assert report["skipped"] == {"gray": 1, "unreadable": 1}
+    assert report["groups"] == {"0": str(photos), "1": str(extra)}
     # The fit brings the mean colourfulness of the rows it fitted to the photos'.
     fit = report["after"]["fit"]
     assert abs(fit["cf_pred"] - fit["cf_true"]) < abs(report["before"]["fit"]["cf_pred"] - fit["cf_true"])
-    assert set(report["groups"]) == {"0"} and report["groups"]["0"] == str(cache)  # one cache, one group
+    assert set(fit["groups"]) == {"0", "1"}
     ck = T.load_checkpoint(res.checkpoint)
-    assert ck["calibration"]["features"].shape[0] == 12 and len(ck["calibration"]["order"]) == N_PHOTOS
+    assert ck["calibration"]["features"].shape[0] == N_PHOTOS + 3 and len(ck["calibration"]["order"]) == N_PHOTOS + 5
     # Resume a shorter run: it goes on from the rows its checkpoint holds.
     part = tmp_path / "part.safetensors"
-    train(_cfg(cache, part, max_steps=5, init=str(first), model_args={"cf_head": True}, calibrate_only=True))
-    res = train(_cfg(cache, part, max_steps=8, resume=str(T.checkpoint_path(part))))
+    train(_cfg(cache, part, max_steps=5, init=str(first), model_args={"cf_head": True}, calibrate_only=True,
+               data=data))
+    res = train(_cfg(cache, part, max_steps=8, resume=str(T.checkpoint_path(part)), data=data))
     rows = T.load_checkpoint(res.checkpoint)["calibration"]
     assert res.steps == 8 and rows["features"].shape[0] == 8
-    torch.testing.assert_close(rows["curves"][:5], ck["calibration"]["curves"][:5])  # same order, same seed
+    assert torch.equal(rows["index"][:5], ck["calibration"]["index"][:5])  # same order, same seed
+    torch.testing.assert_close(rows["curves"][:5], ck["calibration"]["curves"][:5])
     with pytest.raises(TrainingError, match="has no calibration part"):
-        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first), calibrate_only=True))
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first), calibrate_only=True,
+                   data=data))
     with pytest.raises(TrainingError, match="--init FILE"):
         train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, model_args={"cf_head": True},
-                   calibrate_only=True))
+                   calibrate_only=True, data=data))
+    with pytest.raises(TrainingError, match="photo folders, not prepared caches"):
+        train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(second), calibrate_only=True))
 
 
 def test_zero_steps_rewrites_init_weights_with_new_decoding(cache, val_dir, tmp_path):

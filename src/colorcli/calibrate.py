@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from colorcli import metrics
-from colorcli.errors import TrainingError
+from colorcli.errors import ColorcliError, TrainingError
 from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.models import ColorModel
 from colorcli.models.mcl import gain_loss
@@ -52,7 +52,9 @@ FIT_LR = 0.01
 # upscaled to 160), the deviance alone left both groups 1-3 CF short on average; weight 3 brought
 # each within 0.6 at a 1 % higher deviance (runs/s11/groups.py, 2026-12-05).
 GROUP_WEIGHT = 3.0
-_ROWS = ("features", "curves", "cf_true")  # what each photo collected gives, one row each
+# What each photo collected gives, one row each: the head's input, the colourfulness curve, the
+# photo's own colourfulness, and which photo it was.
+_ROWS = ("features", "curves", "cf_true", "index")
 
 
 def log_gain_grid(model: ColorModel) -> torch.Tensor:
@@ -242,13 +244,16 @@ def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> Tr
     if order is None:
         order = torch.randperm(len(setup.data), generator=ts.gen)
     elif len(order) != len(setup.data):
-        raise TrainingError(f"{cfg.resume}: was collected from a different training cache "
-                            f"({len(order)} photos, {len(setup.data)} now)")
+        raise TrainingError(f"{cfg.resume}: was collected from other photos "
+                            f"({len(order)} then, {len(setup.data)} in {', '.join(cfg.data)} now)")
     rows: dict[str, list[torch.Tensor]] = {k: list(saved[k]) if k in saved else [] for k in _ROWS}
     done = len(rows["cf_true"])
+    pos = int(saved["pos"]) if "pos" in saved else 0  # photos of ``order`` tried (gray, unreadable ones too)
+    skipped = {k: int(saved[k]) if k in saved else 0 for k in ("gray", "unreadable")}
 
     def snapshot() -> dict[str, torch.Tensor]:
-        return {"order": order, **({k: torch.stack(v) for k, v in rows.items()} if done else {})}
+        return {"order": order, "pos": torch.tensor(pos), **{k: torch.tensor(v) for k, v in skipped.items()},
+                **({k: torch.stack(v) for k, v in rows.items()} if done else {})}
 
     total = _planned(setup, done, ts.seconds)
     cb.on_start(total, {"photos": len(setup.data), "steps_per_epoch": len(setup.data),
@@ -259,12 +264,23 @@ def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> Tr
     ts.clock = last_ckpt = time.monotonic()
     try:
         with torch.no_grad():
-            while done < total and not (cfg.minutes is not None and ts.seconds >= cfg.minutes * 60):
+            while (done < total and pos < len(order)
+                   and not (cfg.minutes is not None and ts.seconds >= cfg.minutes * 60)):
                 with sigint_deferred():
-                    f, c, t = measure_photo(col, recorder, setup.data.images[int(order[done])], grid)
-                    rows["features"].append(f)
-                    rows["curves"].append(c)
-                    rows["cf_true"].append(torch.tensor(t, dtype=torch.float64))
+                    i = int(order[pos])
+                    pos += 1
+                    try:
+                        photo = setup.data.read(i)
+                    except ColorcliError as exc:  # the run goes on past a broken file
+                        skipped["unreadable"] += 1
+                        cb.on_message(f"skipped: {exc}")
+                        continue
+                    if photo is None:
+                        skipped["gray"] += 1
+                        continue
+                    f, c, t = measure_photo(col, recorder, photo, grid)
+                    for k, v in zip(_ROWS, (f, c, torch.tensor(t, dtype=torch.float64), torch.tensor(i))):
+                        rows[k].append(v)
                     done += 1
                     ts.step = done
                 now = ts.tick()
@@ -287,11 +303,12 @@ def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> Tr
     if not done:
         raise TrainingError("--calibrate-only: no photo collected (raise --minutes or --max-steps)")
     ts.calibration = snapshot()
-    # Each photo's group: the cache it came from (each cache gets its colourfulness on average).
-    groups = torch.from_numpy(setup.data.cache_index[order[:done].numpy()].astype(np.int64))
+    # Each photo's group: the folder it came from (each gets its colourfulness on average).
+    groups = torch.from_numpy(setup.data.cache_index[ts.calibration["index"].numpy()].astype(np.int64))
     report = fit_gain(model, ts.calibration["features"], ts.calibration["curves"], ts.calibration["cf_true"],
                       grid, groups=groups, seed=cfg.seed)
     report["groups"] = {i: str(p) for i, p in enumerate(dict.fromkeys(setup.cache_paths))}
+    report["skipped"] = skipped
     ts.calibration_report = report
     before, after = report["before"], report["after"]
     part = "held_out" if "held_out" in after else "fit"

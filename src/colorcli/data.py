@@ -50,6 +50,16 @@ class PrepareResult:
     bytes: int
 
 
+def _pooled_ab(rgb8: np.ndarray) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> the ab of its 4 x 4 block means ``(1, 2, H/4, W/4)``."""
+    x = torch.from_numpy(np.asarray(rgb8, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    return color.rgb_to_lab(F.avg_pool2d(x, 4))[:, 1:]
+
+
+def _looks_gray(ab: torch.Tensor) -> bool:
+    return color.chroma(ab).mean().item() < GRAY_CHROMA
+
+
 def prepare(
     folders: list[Path],
     out: Path,
@@ -77,10 +87,8 @@ def prepare(
             failed.append((path, str(exc)))
             continue
         img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-        small = F.avg_pool2d(x, 4)
-        ab = color.rgb_to_lab(small)[:, 1:]
-        if color.chroma(ab).mean().item() < GRAY_CHROMA:
+        ab = _pooled_ab(np.asarray(img))
+        if _looks_gray(ab):
             skipped += 1
             continue
         idx = color.ab_to_bin_index(ab, centres).flatten()
@@ -149,6 +157,33 @@ class CachedImages:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+class PhotoFiles:
+    """The photos of folders, read one at a time as they are, at their own size and shape (no
+    crop, no resize): what ``train --calibrate-only`` colorizes, as ``colorize`` would see them.
+    ``cache_index``: the folder each comes from (a folder named twice: one index)."""
+
+    bin_counts = None  # no colour prior: nothing is trained on the bins
+
+    def __init__(self, folders: Sequence[Path]) -> None:
+        unique = list(dict.fromkeys(Path(f) for f in folders))
+        found = {f: find_images([f]) for f in unique}
+        empty = [str(f) for f, files in found.items() if not files]
+        if empty:
+            raise TrainingError(f"no images found in {', '.join(empty)}")
+        self.paths = [p for f in folders for p in found[Path(f)]]
+        self.cache_index = np.repeat(np.array([unique.index(Path(f)) for f in folders], dtype=np.int16),
+                                     [len(found[Path(f)]) for f in folders])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, i: int) -> np.ndarray | None:
+        """Photo ``i`` as uint8 ``(H, W, 3)``, or None when it is (near-)grayscale (as
+        :func:`prepare` skips them); a :class:`ColorcliError` naming the file when unreadable."""
+        rgb = np.asarray(read_rgb(self.paths[i]))
+        return None if _looks_gray(_pooled_ab(rgb)) else rgb
 
 
 def _decode_cache(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -39,7 +39,7 @@ import torch
 from colorcli import __version__, color, metrics
 from colorcli.bounds import ConfigError, check_config
 from colorcli.distributed import Dist, process_group
-from colorcli.data import CachedImages, augment_batch, iterate_batches, load_folder_rgb, prepare
+from colorcli.data import CachedImages, PhotoFiles, augment_batch, iterate_batches, load_folder_rgb, prepare
 from colorcli.errors import TrainingError
 from colorcli.files import atomic_write_stream, sha256_file
 from colorcli.interrupts import sigint_deferred
@@ -318,7 +318,7 @@ class TrainSetup:
 
     cfg: TrainConfig
     device: torch.device
-    data: CachedImages
+    data: CachedImages | PhotoFiles
     cache_paths: list[Path]
     val: list[tuple[str, np.ndarray]]
     out: Path
@@ -416,7 +416,17 @@ def read_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
 def load_data(
     cfg: TrainConfig, saved: dict[str, Any] | None, cb: TrainCallbacks, dist: Dist
 ) -> tuple[CachedImages, list[Path]]:
-    """The training caches, checked against a resumed checkpoint's data order."""
+    """The training caches, checked against a resumed checkpoint's data order; for a
+    calibration run, the photo folders themselves (:class:`colorcli.data.PhotoFiles`)."""
+    if cfg.calibrate_only:
+        caches = [d for d in cfg.data if d.endswith(".npz")]
+        if caches:
+            raise TrainingError(f"--calibrate-only colorizes the photos as colorize sees them (own size and "
+                                f"shape): give it photo folders, not prepared caches ({caches[0]})")
+        if not cfg.data:
+            raise TrainingError("no photos to calibrate on: give --data FOLDER")
+        folders = [Path(d) for d in cfg.data]
+        return PhotoFiles(folders), folders
     with dist.main_first():  # one process prepares a missing cache, the others then read it
         cache_paths = resolve_data(cfg, cb)
     data = CachedImages(cache_paths)
@@ -436,7 +446,7 @@ def load_data(
 
 
 def build_model(
-    cfg: TrainConfig, data: CachedImages, saved: dict[str, Any] | None, cb: TrainCallbacks
+    cfg: TrainConfig, data: CachedImages | PhotoFiles, saved: dict[str, Any] | None, cb: TrainCallbacks
 ) -> tuple[ColorModel, TrainConfig, dict[str, Any]]:
     """The model to train -> (model, cfg, init_info). A resume rebuilds the checkpoint's
     architecture (its tensors are loaded with the rest of the state); ``--init`` starts from a
@@ -458,7 +468,8 @@ def build_model(
         # shape (e.g. encoder and decoder of mcl for l2); the rest start as a fresh build.
         init_path = Path(cfg.init)
         model = create_model(cfg.model, **cfg.model_args)
-        model.prepare_targets(data.bin_counts)
+        if data.bin_counts is not None:
+            model.prepare_targets(data.bin_counts)
         copied, total = load_matching(model, init_path)
         if copied == 0:
             raise TrainingError(f"{init_path}: no tensor matches model {cfg.model!r}; nothing to start from")
@@ -479,8 +490,10 @@ def build_model(
         meta = model.weights_meta
         _with_pretrained_flag(model, bool(meta["config"].get("pretrained")))
         model = _tune_config(model, cfg.model_args, init_path)
-        # Rebalance for the data trained on now (it may be wider than the file's).
-        model.prepare_targets(data.bin_counts)
+        # Rebalance for the data trained on now (it may be wider than the file's; a calibration
+        # run reads photo files, with no prior: the file's stays).
+        if data.bin_counts is not None:
+            model.prepare_targets(data.bin_counts)
         # The architecture is the file's: a resume of this run must rebuild the same one.
         model_args = {k: v for k, v in model.config_dict().items() if k != "pretrained"}
         cfg = dataclasses.replace(cfg, model_args=model_args)
@@ -493,7 +506,8 @@ def build_model(
         cb.on_message(f"starting from {init_path} ({prev.get('steps', '?')} steps trained before)")
         return model, cfg, init_info
     model = create_model(cfg.model, **cfg.model_args)
-    model.prepare_targets(data.bin_counts)
+    if data.bin_counts is not None:
+        model.prepare_targets(data.bin_counts)
     return model, cfg, init_info
 
 
