@@ -53,16 +53,16 @@ class ColorNetConfig(ModelConfig):
     # within ``neutral_radius`` of gray (0: off), then is scaled by ``chroma_gain``.
     neutral_radius: float = 0.0
     chroma_gain: float = 1.0
-    # A per-photo chroma gain learned beside the network (bins head only): a linear map of the
-    # deepest encoder features, averaged over the photo, to a log gain on the decoded chroma,
-    # trained so that photos alike get their colourfulness (as ``eval`` measures it, in sRGB) on
-    # average (``gain_loss``). Its input is detached,
-    # so it calibrates the decoding without changing what the network learns. ``train --init
-    # FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1.
+    # A per-photo chroma gain (bins head only): a map of the deepest encoder features, averaged
+    # over the photo, to a log gain on the decoded chroma, so that photos alike get their
+    # colourfulness (as ``eval`` measures it, in sRGB) on average (``gain_loss``). Its input is
+    # detached, so it calibrates the decoding without changing what the network learns. ``train
+    # --init FILE --model-arg cf_head=true`` adds it to a trained file, starting at gain 1;
+    # ``train --calibrate-only`` fits it alone to what colorize renders (colorcli.calibrate).
     cf_head: bool = False
-    # The gain head's hidden ReLU units (0: the linear map above). One hidden layer of 32 fitted
-    # the held-out photos' colourfulness better than the linear map (half Poisson deviance 6.27
-    # against 6.79 on 433 training photos held out of 4,330; runs/s11, 2026-12-05).
+    # The gain head's hidden ReLU units (0: a linear map). One hidden layer of 32 fitted held-out
+    # training photos better than the linear map (half Poisson deviance 4.78 against 5.44, 1,482
+    # photos held out of 7,413; runs/s11/groups.py, 2026-12-05).
     cf_hidden: int = 0
     default_size: int = 160
 
