@@ -20,8 +20,10 @@ filter, the full-resolution L). Two passes:
    Then the head's output is shifted so the fitted rows' mean colourfulness is the photos'
    (:func:`_match_mean`).
 
-A step of the trainer's loop saw a photo once per step; here each photo costs one colorization
-and the fit then sees every row hundreds of times, in seconds.
+The photos are read from their folders as they are (:class:`colorcli.data.PhotoFiles`), not
+from a training cache: a gain fitted on the cache's square, resized crops was ~15 % too strong
+on real photos (README, "The per-photo gain"). Each photo costs one colorization; the fit then
+sees every row hundreds of times, in seconds.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ GRID_POINTS = 17
 HOLDOUT = 0.1  # share of the collected photos the fit is checked on
 FIT_STEPS = 3000
 FIT_LR = 0.01
-# Weight of the term that matches each group's (training cache's) mean colourfulness, beside the
-# per-photo deviance: held out of 7,413 training photos (train/ + extra/ at 160 px, diverse/
-# upscaled to 160), the deviance alone left both groups 1-3 CF short on average; weight 3 brought
-# each within 0.6 at a 1 % higher deviance (runs/s11/groups.py, 2026-12-05).
+# Weight of the term that matches each group's (photo folder's) mean colourfulness, beside the
+# per-photo deviance: held out of 7,413 training photos (then collected from square crops of
+# train/ + extra/ and of diverse/), the deviance alone left both groups 1-3 CF short on average;
+# weight 3 brought each within 0.6 at a 1 % higher deviance (runs/s11/groups.py, 2026-12-05).
 GROUP_WEIGHT = 3.0
 # What each photo collected gives, one row each: the head's input, the colourfulness curve, the
 # photo's own colourfulness, and which photo it was.
