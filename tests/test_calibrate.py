@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from colorcli import metrics
-from colorcli.calibrate import _Recorder, curve_at, fit_gain, log_gain_grid, measure_photo
+from colorcli.calibrate import GainRecorder, curve_at, fit_gain, log_gain_grid, measure_photo
 from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.models import create_model
 
@@ -24,7 +24,7 @@ def test_collected_curve_is_what_colorize_renders_at_each_gain(make_photo):
     rgb8 = make_photo(72, 100, seed=3)
     grid = log_gain_grid(model)
     assert float(grid[-1]) == pytest.approx(math.log(3.0), rel=1e-6) and float(grid[0]) == -float(grid[-1])
-    recorder = _Recorder(model.cf_head)
+    recorder = GainRecorder(model.cf_head)
     try:
         features, curve, cf_true = measure_photo(col, recorder, rgb8, grid)
     finally:

@@ -39,8 +39,9 @@ import torch
 from colorcli import __version__, color, metrics
 from colorcli.bounds import ConfigError, check_config
 from colorcli.distributed import Dist, process_group
+from colorcli.calibrate import GainRecorder, fit_gain, log_gain_grid, measure_photo
 from colorcli.data import CachedImages, PhotoFiles, augment_batch, iterate_batches, load_folder_rgb, prepare
-from colorcli.errors import TrainingError
+from colorcli.errors import ColorcliError, TrainingError
 from colorcli.files import atomic_write_stream, sha256_file
 from colorcli.interrupts import sigint_deferred
 from colorcli.models import ColorModel, count_parameters, create_model
@@ -854,12 +855,119 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         if session_command or saved is not None:
             ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
         if cfg.calibrate_only:
-            from colorcli.calibrate import calibration_run
-
             if dist.enabled:
                 raise TrainingError("--calibrate-only runs in one process (not under torchrun)")
             return calibration_run(ts, setup, cb)
         return train_loop(ts, setup, cb)
+
+
+# ---------------------------------------------------------------------------------------------
+# --calibrate-only (colorcli.calibrate)
+
+# What each photo collected gives, one row each: the head's input, the colourfulness curve, the
+# photo's own colourfulness, and which photo it was.
+_ROWS = ("features", "curves", "cf_true", "index")
+
+
+def _calibration_planned(setup: TrainSetup, done: int, seconds: float) -> int:
+    """Photos this run will collect: all of them, or fewer under ``--max-steps`` and, from
+    the speed measured, ``--minutes``."""
+    cfg = setup.cfg
+    cands = [len(setup.data)]
+    if cfg.max_steps is not None:
+        cands.append(cfg.max_steps)
+    if cfg.minutes is not None and done >= 20 and seconds > 0:
+        cands.append(max(done + 1, int(done / seconds * cfg.minutes * 60)))
+    return min(cands)
+
+
+def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainResult:
+    """Collect (resuming what a checkpoint holds), fit, validate and write the weights."""
+    cfg, model = setup.cfg, ts.model
+    head = model.gain_head()
+    grid = log_gain_grid(model)
+    saved = ts.calibration or {}
+    order = saved.get("order")
+    if order is None:
+        order = torch.randperm(len(setup.data), generator=ts.gen)
+    elif len(order) != len(setup.data):
+        raise TrainingError(f"{cfg.resume}: was collected from other photos "
+                            f"({len(order)} then, {len(setup.data)} in {', '.join(cfg.data)} now)")
+    rows: dict[str, list[torch.Tensor]] = {k: list(saved[k]) if k in saved else [] for k in _ROWS}
+    done = len(rows["cf_true"])
+    pos = int(saved["pos"]) if "pos" in saved else 0  # photos of ``order`` tried (gray, unreadable ones too)
+    skipped = {k: int(saved[k]) if k in saved else 0 for k in ("gray", "unreadable")}
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {"order": order, "pos": torch.tensor(pos), **{k: torch.tensor(v) for k, v in skipped.items()},
+                **({k: torch.stack(v) for k, v in rows.items()} if done else {})}
+
+    total = _calibration_planned(setup, done, ts.seconds)
+    cb.on_start(total, {"photos": len(setup.data), "steps_per_epoch": len(setup.data),
+                        "params": sum(p.numel() for p in model.calibration_parameters()),
+                        "device": str(setup.device), "step": done, "world_size": 1})
+    col = Colorizer.from_model(model, InferenceSettings(), device=setup.device)
+    recorder = GainRecorder(head)
+    ts.clock = last_ckpt = time.monotonic()
+    try:
+        with torch.no_grad():
+            while (done < total and pos < len(order)
+                   and not (cfg.minutes is not None and ts.seconds >= cfg.minutes * 60)):
+                with sigint_deferred():
+                    i = int(order[pos])
+                    pos += 1
+                    try:
+                        photo = setup.data.read(i)
+                    except ColorcliError as exc:  # the run goes on past a broken file
+                        skipped["unreadable"] += 1
+                        cb.on_message(f"skipped: {exc}")
+                        continue
+                    if photo is None:
+                        skipped["gray"] += 1
+                        continue
+                    f, c, t = measure_photo(col, recorder, photo, grid)
+                    for k, v in zip(_ROWS, (f, c, torch.tensor(t, dtype=torch.float64), torch.tensor(i))):
+                        rows[k].append(v)
+                    done += 1
+                    ts.step = done
+                now = ts.tick()
+                cb.on_step(done, total, float(c[len(grid) // 2] - t), "collecting; CF at gain 1 less the photo's")
+                if done % 20 == 0:
+                    total = _calibration_planned(setup, done, ts.seconds)
+                if now - last_ckpt >= cfg.ckpt_every_minutes * 60:
+                    ts.calibration = snapshot()
+                    save_checkpoint(ts, setup)
+                    last_ckpt = ts.tick()
+    except KeyboardInterrupt:
+        ts.calibration = snapshot()
+        ts.tick()
+        save_checkpoint(ts, setup)
+        cb.on_message(f"interrupted after {done} photos: checkpoint saved to {setup.ckpt_file}")
+        return TrainResult(done, done / len(setup.data), ts.seconds, ts.best, None, setup.ckpt_file,
+                           interrupted=True)
+    finally:
+        recorder.close()
+    if not done:
+        raise TrainingError("--calibrate-only: no photo collected (raise --minutes or --max-steps)")
+    ts.calibration = snapshot()
+    # Each photo's group: the folder it came from (each gets its colourfulness on average).
+    groups = torch.from_numpy(setup.data.cache_index[ts.calibration["index"].numpy()].astype(np.int64))
+    report = fit_gain(model, ts.calibration["features"], ts.calibration["curves"], ts.calibration["cf_true"],
+                      grid, groups=groups, seed=cfg.seed)
+    report["groups"] = {i: str(p) for i, p in enumerate(dict.fromkeys(setup.cache_paths))}
+    report["skipped"] = skipped
+    ts.calibration_report = report
+    before, after = report["before"], report["after"]
+    part = "held_out" if "held_out" in after else "fit"
+    cb.on_message(
+        f"fitted the gain on {report['photos'] - report['held_out']} photos ({report['held_out']} held out): "
+        f"mean CF {before[part]['cf_pred']:.2f} -> {after[part]['cf_pred']:.2f} "
+        f"against the photos' {after[part]['cf_true']:.2f} ({part.replace('_', ' ')})"
+    )
+    run_validation(ts, setup, cb)
+    ts.tick()
+    save_checkpoint(ts, setup)
+    return TrainResult(done, done / len(setup.data), ts.seconds, ts.best, setup.out, setup.ckpt_file)
 
 
 def _nan_message(what: str, step: int, ckpt_file: Path) -> str:
