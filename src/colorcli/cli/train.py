@@ -59,7 +59,7 @@ def train(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
     freeze_frac: Annotated[float, typer.Option("--freeze-frac", help="Fraction of training with the pretrained encoder frozen.")] = 0.3,
-    calibrate_only: Annotated[bool, typer.Option("--calibrate-only", help="Fit only the per-photo chroma gain (mcl: cf_head) of --init weights to what colorize renders; the rest of the network stays as it is. Each step colorizes one training photo whole, as colorize does (--size is not used); --minutes or --max-steps bounds how many, then the gain is fitted on them all at once.")] = False,
+    calibrate_only: Annotated[bool, typer.Option("--calibrate-only", help="Fit only the per-photo chroma gain (mcl: cf_head) of --init weights to what colorize renders; the rest of the network stays as it is. Each step colorizes one photo of the --data folders (folders, not caches) at its own size and shape, as colorize does (--size is not used); --minutes or --max-steps bounds how many, then the gain is fitted on them all at once.")] = False,
     val_limit: Annotated[int | None, typer.Option("--val-limit", help="Use only the first N validation photos.")] = None,
     val_every: Annotated[float, typer.Option("--val-every", help="Minutes between validations (the best weights are kept).")] = 15.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps. 0 with --init trains nothing: it validates the --init weights under new --model-arg decoding settings and writes them with those figures.")] = None,
