@@ -147,10 +147,6 @@ class CachedImages:
         parts = [decoded[p][0] for p in paths]
         self.images = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self.bin_counts = sum(decoded[p][1] for p in paths)
-        # Which cache each photo comes from (a cache named twice: one index, its first place).
-        unique = list(decoded)
-        self.cache_index = np.repeat(np.array([unique.index(p) for p in paths], dtype=np.int16),
-                                     [len(part) for part in parts])
         self.meta = decoded[paths[0]][2]
         self.paths = paths
         self.path = paths[0]
@@ -162,7 +158,7 @@ class CachedImages:
 class PhotoFiles:
     """The photos of folders, read one at a time as they are, at their own size and shape (no
     crop, no resize): what ``train --calibrate-only`` colorizes, as ``colorize`` would see them.
-    ``cache_index``: the folder each comes from (a folder named twice: one index)."""
+    ``folder_index``: the folder each comes from (a folder named twice: one index)."""
 
     bin_counts = None  # no colour prior: nothing is trained on the bins
 
@@ -173,8 +169,8 @@ class PhotoFiles:
         if empty:
             raise TrainingError(f"no images found in {', '.join(empty)}")
         self.paths = [p for f in folders for p in found[Path(f)]]
-        self.cache_index = np.repeat(np.array([unique.index(Path(f)) for f in folders], dtype=np.int16),
-                                     [len(found[Path(f)]) for f in folders])
+        self.folder_index = np.repeat(np.array([unique.index(Path(f)) for f in folders], dtype=np.int16),
+                                      [len(found[Path(f)]) for f in folders])
 
     def __len__(self) -> int:
         return len(self.paths)

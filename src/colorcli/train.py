@@ -187,12 +187,9 @@ def resolve_data(cfg: TrainConfig, callbacks: TrainCallbacks) -> list[Path]:
 
 
 def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
-    calib = model.calibration_parameters()
-    calib_group = {"params": calib, "lr_mult": cfg.calibration_lr_mult, "name": "calibration"}
-    if cfg.calibrate_only:
-        return [calib_group]
     encoder = model.image_encoder()
     enc = list(encoder.parameters()) if encoder is not None else []
+    calib = model.calibration_parameters()
     own = {id(p) for p in enc} | {id(p) for p in calib}
     rest = [p for p in model.parameters() if id(p) not in own]
     mult = cfg.encoder_lr_mult if model.pretrained_encoder() is not None else 1.0
@@ -200,7 +197,7 @@ def _param_groups(model: ColorModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     if enc:
         groups.append({"params": enc, "lr_mult": mult, "name": "encoder"})
     if calib:
-        groups.append(calib_group)
+        groups.append({"params": calib, "lr_mult": cfg.calibration_lr_mult, "name": "calibration"})
     return groups
 
 
@@ -512,9 +509,11 @@ def build_model(
     return model, cfg, init_info
 
 
-def _check_calibrate_only(cfg: TrainConfig, model: ColorModel) -> None:
+def _check_calibrate_only(cfg: TrainConfig, model: ColorModel, dist: Dist) -> None:
     if not cfg.calibrate_only:
         return
+    if dist.enabled:
+        raise TrainingError("--calibrate-only runs in one process (not under torchrun)")
     if model.gain_head() is None:
         raise TrainingError(f"--calibrate-only: model {cfg.model!r} as built has no calibration part "
                             "(mcl: add one with --model-arg cf_head=true)")
@@ -546,7 +545,7 @@ def new_state(model: ColorModel, setup: TrainSetup, init_info: dict[str, Any]) -
         # A frozen encoder gets no gradients for a while: DDP must be told to expect that.
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.pretrained_encoder() is not None and not cfg.calibrate_only,
+            find_unused_parameters=model.pretrained_encoder() is not None,
         )
     # The fused AdamW kernel (CPU and CUDA): one pass over all parameters, 2.7x faster a step
     # than the per-tensor loop on a CPU; the same update and the same state-dict format.
@@ -842,7 +841,7 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         data, cache_paths = load_data(cfg, saved, cb, dist)
         val = load_folder_rgb(Path(cfg.val), limit=cfg.val_limit) if cfg.val and dist.is_main else []
         model, cfg, init_info = build_model(cfg, data, saved, cb)
-        _check_calibrate_only(cfg, model)
+        _check_calibrate_only(cfg, model, dist)
         setup = TrainSetup(cfg=cfg, device=device, data=data, cache_paths=cache_paths, val=val,
                            out=Path(cfg.out), ckpt_file=checkpoint_path(Path(cfg.out)),
                            select=cfg.select or "loss", dist=dist)
@@ -855,8 +854,6 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
         if session_command or saved is not None:
             ts.sessions.append(session_command if saved is None else f"resume: {session_command}".strip())
         if cfg.calibrate_only:
-            if dist.enabled:
-                raise TrainingError("--calibrate-only runs in one process (not under torchrun)")
             return calibration_run(ts, setup, cb)
         return train_loop(ts, setup, cb)
 
@@ -870,15 +867,10 @@ _ROWS = ("features", "curves", "cf_true", "index")
 
 
 def _calibration_planned(setup: TrainSetup, done: int, seconds: float) -> int:
-    """Photos this run will collect: all of them, or fewer under ``--max-steps`` and, from
-    the speed measured, ``--minutes``."""
-    cfg = setup.cfg
-    cands = [len(setup.data)]
-    if cfg.max_steps is not None:
-        cands.append(cfg.max_steps)
-    if cfg.minutes is not None and done >= 20 and seconds > 0:
-        cands.append(max(done + 1, int(done / seconds * cfg.minutes * 60)))
-    return min(cands)
+    """Photos this run will collect: the run's budget (:func:`total_steps`, a step being one
+    photo and an epoch all of them), never more than there are."""
+    n = len(setup.data)
+    return min(n, total_steps(setup.cfg, n, done, seconds))
 
 
 def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> TrainResult:
@@ -951,7 +943,7 @@ def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> Tr
         raise TrainingError("--calibrate-only: no photo collected (raise --minutes or --max-steps)")
     ts.calibration = snapshot()
     # Each photo's group: the folder it came from (each gets its colourfulness on average).
-    groups = torch.from_numpy(setup.data.cache_index[ts.calibration["index"].numpy()].astype(np.int64))
+    groups = torch.from_numpy(setup.data.folder_index[ts.calibration["index"].numpy()].astype(np.int64))
     report = fit_gain(model, ts.calibration["features"], ts.calibration["curves"], ts.calibration["cf_true"],
                       grid, groups=groups, seed=cfg.seed)
     report["groups"] = {i: str(p) for i, p in enumerate(dict.fromkeys(setup.cache_paths))}

@@ -97,8 +97,10 @@ class ColorModel(nn.Module):
     def calibration_parameters(self) -> list[nn.Parameter]:
         """Parameters of small calibration parts fed with detached inputs (``mcl``'s ``cf_head``):
         the trainer gives them a learning rate ``TrainConfig.calibration_lr_mult`` times the
-        decoder's, since they start from nothing inside a gentle fine-tuning run."""
-        return []
+        decoder's, since they start from nothing inside a gentle fine-tuning run: those of
+        :meth:`gain_head`."""
+        head = self.gain_head()
+        return list(head.parameters()) if head is not None else []
 
     def gain_head(self) -> nn.Module | None:
         """The calibration part whose output is a photo's log chroma gain, before

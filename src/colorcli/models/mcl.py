@@ -195,9 +195,6 @@ class ColorNet(ColorModel):
         cf_pred = color.colourfulness(color.lab_to_rgb(torch.cat([L, gained], dim=1)), eps=1e-6)
         return gain_loss(cf_pred, cf_true)
 
-    def calibration_parameters(self) -> list[nn.Parameter]:
-        return list(self.cf_head.parameters()) if self.cf_head is not None else []
-
     def gain_head(self) -> nn.Module | None:
         return self.cf_head
 
