@@ -78,3 +78,21 @@ def test_fit_gives_each_kind_of_photo_its_colourfulness(hidden):
     for pred, true in held["groups"].values():  # each kind (group) on average too
         assert pred == pytest.approx(true, rel=0.03)
     assert all(p.dtype == torch.float32 for p in model.cf_head.parameters())  # the model's precision again
+
+
+def test_photo_files_keep_shape_cap_large_scans_and_skip_gray(tmp_path, make_photo):
+    """Calibration photos are read at their own size and shape; a large scan's long side is
+    reduced to ``max_side`` (aspect kept); a gray photo reads as None; folders are indexed."""
+    from PIL import Image
+
+    from colorcli.data import PhotoFiles
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    Image.fromarray(make_photo(60, 90, seed=1)).save(a / "small.png")
+    Image.fromarray(make_photo(150, 400, seed=2)).save(a / "wide.png")
+    Image.fromarray(np.full((50, 70, 3), 128, np.uint8)).save(b / "gray.png")
+    files = PhotoFiles([a, b], max_side=200)
+    shapes = {p.name: (None if (r := files.read(i)) is None else r.shape) for i, p in enumerate(files.paths)}
+    assert shapes == {"small.png": (60, 90, 3), "wide.png": (75, 200, 3), "gray.png": None}
+    assert files.folder_index.tolist() == [0, 0, 1]

@@ -20,8 +20,9 @@ filter, the full-resolution L). Two passes:
    Then the head's output is shifted so the fitted rows' mean colourfulness is the photos'
    (:func:`_match_mean`).
 
-The photos are read from their folders as they are (:class:`colorcli.data.PhotoFiles`), not
-from a training cache: a gain fitted on the cache's square, resized crops was ~15 % too strong
+The photos are read from their folders as they are (:class:`colorcli.data.PhotoFiles`; a scan
+over 1024 px on its long side is reduced to that, which bounds the cost a photo), not from a
+training cache: a gain fitted on the cache's square, resized crops was ~15 % too strong
 on real photos (README, "The per-photo gain"). Each photo costs one colorization; the fit then
 sees every row hundreds of times, in seconds.
 """

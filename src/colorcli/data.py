@@ -28,6 +28,9 @@ from colorcli.imageio import read_rgb
 
 CACHE_VERSION = 1
 MAX_CACHE_SIZE = 1024  # largest crop side a cache may declare (bounds the memory it takes)
+# Longest side a calibration photo is measured at (PhotoFiles): the view the network sees is far
+# smaller, and each photo is recombined at full resolution 17 times (colorcli.calibrate).
+PHOTO_MAX_SIDE = 1024
 GRAY_CHROMA = 4.0  # mean Lab chroma below which a photo counts as (near-)grayscale
 
 
@@ -156,13 +159,16 @@ class CachedImages:
 
 
 class PhotoFiles:
-    """The photos of folders, read one at a time as they are, at their own size and shape (no
-    crop, no resize): what ``train --calibrate-only`` colorizes, as ``colorize`` would see them.
+    """The photos of folders, read one at a time as they are, at their own shape (no crop):
+    what ``train --calibrate-only`` colorizes, as ``colorize`` would see them. A photo whose long
+    side is over ``max_side`` is reduced to it (aspect kept), which bounds the cost of a folder of
+    large scans; the shared photos (at most 192 px) are read at their own size.
     ``folder_index``: the folder each comes from (a folder named twice: one index)."""
 
     bin_counts = None  # no colour prior: nothing is trained on the bins
 
-    def __init__(self, folders: Sequence[Path]) -> None:
+    def __init__(self, folders: Sequence[Path], *, max_side: int = PHOTO_MAX_SIDE) -> None:
+        self.max_side = max_side
         unique = list(dict.fromkeys(Path(f) for f in folders))
         found = {f: find_images([f]) for f in unique}
         empty = [str(f) for f, files in found.items() if not files]
@@ -178,7 +184,10 @@ class PhotoFiles:
     def read(self, i: int) -> np.ndarray | None:
         """Photo ``i`` as uint8 ``(H, W, 3)``, or None when it is (near-)grayscale (as
         :func:`prepare` skips them); a :class:`ColorcliError` naming the file when unreadable."""
-        rgb = np.asarray(read_rgb(self.paths[i]))
+        img = read_rgb(self.paths[i])
+        if max(img.size) > self.max_side:
+            img.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS)
+        rgb = np.asarray(img)
         return None if _looks_gray(_pooled_ab(rgb)) else rgb
 
 
