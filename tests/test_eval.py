@@ -160,9 +160,59 @@ def test_usage_errors(photos, tmp_path, tiny_weights):
     with pytest.raises(ColorcliError, match="--pred-dir .*no such folder"):
         evaluate(photos, pred_dirs={"x": tmp_path / "missing"})
     with pytest.raises(ColorcliError, match="unknown model"):
-        evaluate(photos, weights={"no_such_model": tiny_weights})
+        evaluate(photos, models=["no_such_model"])
     with pytest.raises(ColorcliError, match="--size"):
         evaluate(photos, baseline="gray", size=50)
+    with pytest.raises(ColorcliError, match="--against 'mcl' is not a system of this run .gray, x."):
+        evaluate(photos, baseline="gray", pred_dirs={"x": photos}, against="mcl")
+
+
+def test_weights_label_brings_its_own_model_and_pairs(photos, tiny_weights):
+    """--weights LABEL=FILE with a name no model has: the file's own model, under that label;
+    the same file twice is a paired tie at exactly 0."""
+    res = evaluate(photos, weights={"old": tiny_weights, "test_mcl": tiny_weights}, against="old", limit=3)
+    assert [s.name for s in res.systems] == ["old", "test_mcl"] and res.against == "old"
+    assert res.systems[0].source == str(tiny_weights)
+    assert {n: r["psnr"] for n, r in res.systems[0].rows.items()} == {n: r["psnr"] for n, r in res.systems[1].rows.items()}
+    psnr = res.paired["test_mcl"]["psnr"]
+    assert (psnr["diff"], psnr["low"], psnr["high"], psnr["photos"]) == (0, 0, 0, 3)
+
+
+def _rows(**figures) -> dict[str, dict[str, float]]:
+    """Per-photo rows from columns: _rows(psnr=[...], cf_pred=[...], ...)."""
+    n = len(next(iter(figures.values())))
+    return {f"p{i}": {k: float(v[i]) for k, v in figures.items()} for i in range(n)}
+
+
+def test_paired_differences_on_hand_made_rows():
+    """Mean per-photo difference with a paired interval; the CF gap lets errors cancel."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(20, 30, 200)
+    cf_gt = rng.uniform(10, 40, 200)
+    nan_half = np.where(np.arange(200) % 2 == 0, np.nan, 4.0)
+    a = _rows(psnr=base, delta_cf=np.full(200, 3.0), cf_pred=cf_gt + np.where(np.arange(200) % 2, 5, -5),
+              cf_gt=cf_gt, neutral_chroma=nan_half)
+    # b: +0.5 dB on every photo plus noise far larger than the shift between photos, but the
+    # same on both sides of a pair; colourfulness always 5 over (gap 5, a's gap is 0).
+    b = _rows(psnr=base + 0.5 + rng.normal(0, 0.1, 200), delta_cf=np.full(200, 5.0), cf_pred=cf_gt + 5,
+              cf_gt=cf_gt, neutral_chroma=nan_half + 2)
+    d = metrics.paired_differences(a, b)
+    assert d["psnr"]["diff"] == pytest.approx(0.5, abs=0.03)
+    assert 0.45 < d["psnr"]["low"] < 0.5 < d["psnr"]["high"] < 0.55  # paired: photo spread cancels
+    assert d["psnr"]["wins"] == 1.0 and d["psnr"]["photos"] == 200
+    assert (d["delta_cf"]["diff"], d["delta_cf"]["low"], d["delta_cf"]["high"]) == pytest.approx((2, 2, 2))
+    assert d["cf_gap"]["diff"] == pytest.approx(5.0)  # a's +5/-5 errors cancel to a gap of 0
+    # Resampled, a's errors no longer cancel exactly, so its gap grows and the difference shrinks.
+    assert 3 < d["cf_gap"]["low"] < 5 and d["cf_gap"]["high"] == pytest.approx(5.0)
+    assert d["neutral_chroma"]["photos"] == 100 and d["neutral_chroma"]["diff"] == pytest.approx(2.0)
+    # Reproducible (seeded), symmetric, and a system against itself is a tie at exactly 0.
+    assert metrics.paired_differences(a, b) == d
+    assert metrics.paired_differences(b, a)["psnr"]["diff"] == pytest.approx(-d["psnr"]["diff"])
+    same = metrics.paired_differences(a, a)["psnr"]
+    assert (same["diff"], same["low"], same["high"], same["wins"]) == (0, 0, 0, 0)
+    # Only photos both scored count; fewer than two leave the interval open (NaN).
+    one = metrics.paired_differences(a, {"p0": b["p0"], "zz": b["p1"]})["psnr"]
+    assert one["photos"] == 1 and math.isnan(one["low"]) and one["diff"] == pytest.approx(b["p0"]["psnr"] - base[0])
 
 
 def test_torch_threads_restored():
@@ -232,6 +282,14 @@ def test_cli_report_files(photos, tiny_weights, tmp_path):
 
     md = (out / FILES["markdown"]).read_text()
     assert "| system |" in md and "| gray |" in md and "CF gap" in md
+    # The paired comparison: the model minus the gray baseline, photo by photo.
+    paired = summary["paired"]
+    assert paired["against"] == "gray" and list(paired["systems"]) == ["test_mcl"]
+    psnr = paired["systems"]["test_mcl"]["psnr"]
+    assert psnr["diff"] == pytest.approx(summary["systems"]["test_mcl"]["psnr"] - gray["psnr"])
+    assert psnr["low"] <= psnr["diff"] <= psnr["high"] and psnr["photos"] == 4
+    assert "## Paired: each system minus gray" in md and "| test_mcl | 4 |" in md
+    assert "Paired: each system minus gray" in res.stdout
 
     sheet = Image.open(out / FILES["sheet"])
     sheet.load()
@@ -250,6 +308,8 @@ def test_cli_report_files(photos, tiny_weights, tmp_path):
 def test_cli_errors_exit_codes(photos, tmp_path):
     res = _run(photos, "--model", "no_such_model")
     assert res.exit_code == 2 and "unknown model" in res.output
+    res = _run(photos, "--baseline", "gray", "--against", "mcl")
+    assert res.exit_code == 2 and "--against 'mcl' is not a system" in res.output
     res = _run(photos, "--weights", "test_mcl")
     assert res.exit_code == 2 and "NAME=PATH" in res.output
     # No --model: the default model mcl is scored (issue 13); tests/test_cli_newcomer.py checks it.

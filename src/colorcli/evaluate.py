@@ -16,6 +16,7 @@ No typer or rich here: progress goes through a callback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import math
 import os
@@ -36,6 +37,7 @@ from colorcli.imageio import read_photo, to_uint8
 from colorcli.inference import Colorizer, InferenceSettings, ZeroChroma
 from colorcli.inference.backends import resolve_device
 from colorcli.inference.render import rgb_to_l
+from colorcli.weights import list_models
 
 GRAY = "gray"
 BASELINES = (GRAY,)
@@ -162,6 +164,7 @@ class EvalResult:
     threshold: float
     semantic: bool
     systems: list[SystemResult]
+    against: str | None = None  # the system the others are compared with, photo by photo
     images: list[str] = field(default_factory=list)  # photos scored, in order
     failed: list[tuple[Path, str]] = field(default_factory=list)  # photos that could not be read
     labels: dict[str, int] = field(default_factory=dict)  # photo name -> ImageNet class
@@ -173,6 +176,16 @@ class EvalResult:
     def summary(self) -> dict[str, dict[str, float | int | str]]:
         """``{system name: summary}`` in the order the systems were given."""
         return {s.name: s.summary(semantic=self.semantic) for s in self.systems}
+
+    @functools.cached_property
+    def paired(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Each other system against ``against``, on the photos both scored:
+        ``{system: metrics.paired_differences(against's rows, its rows)}`` (empty with one system;
+        computed once, after scoring)."""
+        ref = next((s for s in self.systems if s.name == self.against), None)
+        if ref is None:
+            return {}
+        return {s.name: metrics.paired_differences(ref.rows, s.rows) for s in self.systems if s is not ref}
 
     def notes(self) -> list[str]:
         """One-line remarks on predictions that were missing, unreadable or resized."""
@@ -317,6 +330,7 @@ def evaluate(
     weights: Mapping[str, Path] | None = None,
     pred_dirs: Mapping[str, Path] | None = None,
     baseline: str | None = None,
+    against: str | None = None,
     limit: int | None = None,
     size: int | None = None,
     temperature: float | None = None,
@@ -332,9 +346,12 @@ def evaluate(
     """Score every system on the colour photos of ``folder``.
 
     ``models`` are registered names, loaded from ``weights[name]`` when given, else from their
-    shipped weights; a name that only appears in ``weights`` is evaluated too. ``pred_dirs``
+    shipped weights; a name that only appears in ``weights`` is evaluated too, and one that is no
+    registered model labels its file, which brings its own model (two files of one model side
+    by side: ``weights={"old": a, "new": b}``). ``pred_dirs``
     maps a name to a folder of finished predictions. ``baseline="gray"`` adds the neutral image
-    with the photo's L. ``tta`` and ``refine`` are the pipeline's switches for the models
+    with the photo's L. ``against`` names the system the others are compared with photo by photo
+    (:attr:`EvalResult.paired`; default the gray baseline when scored, else the first). ``tta`` and ``refine`` are the pipeline's switches for the models
     (:class:`colorcli.inference.Colorizer`). ``sheet_count`` keeps thumbnails of the first and the worst (by mean
     ΔCF over the colorizing systems) that many photos for the contact sheet.
 
@@ -344,7 +361,7 @@ def evaluate(
     with torch_threads(threads):
         return _evaluate(
             folder, models=models, weights=weights, pred_dirs=pred_dirs, baseline=baseline,
-            limit=limit, size=size, temperature=temperature, tta=tta, refine=refine,
+            against=against, limit=limit, size=size, temperature=temperature, tta=tta, refine=refine,
             threshold=threshold, device=device,
             semantic=semantic, sheet_count=sheet_count, on_progress=on_progress,
         )
@@ -357,6 +374,7 @@ def _evaluate(
     weights: Mapping[str, Path] | None,
     pred_dirs: Mapping[str, Path] | None,
     baseline: str | None,
+    against: str | None,
     limit: int | None,
     size: int | None,
     temperature: float | None,
@@ -381,6 +399,11 @@ def _evaluate(
     for name in pred_dirs:
         if name in taken:
             raise ColorcliError(f"--pred-dir name {name!r} is already used by a model or baseline")
+    names = [*([baseline] if baseline else []), *model_names, *pred_dirs]
+    if against is None:
+        against = GRAY if baseline == GRAY else names[0]
+    elif against not in names:
+        raise ColorcliError(f"--against {against!r} is not a system of this run ({', '.join(names)})")
 
     photos = list_photos(folder, limit=limit)
     gray = gray_colorizer(size)  # validates --size before any model is loaded
@@ -388,9 +411,11 @@ def _evaluate(
     if baseline == GRAY:
         runners.append((SystemResult(GRAY, "baseline", "neutral image with the photo's L"), gray))
     settings_in = InferenceSettings(size=size, temperature=temperature, tta=tta, refine=refine, device=device)
+    registered = set(list_models(include_test=True))
     for name in model_names:
         # torch unless an .onnx file is named: eval scores the torch path by default
-        col = Colorizer.from_name(name, weights=weights.get(name), backend="auto" if name in weights else "torch",
+        arch = None if name in weights and name not in registered else name  # None: the file's own model
+        col = Colorizer.from_name(arch, weights=weights.get(name), backend="auto" if name in weights else "torch",
                                   settings=settings_in)
         src = col.backend.source
         temp = col.temperature
@@ -405,7 +430,7 @@ def _evaluate(
     sheet_systems = [s for s, _ in runners if s.kind != "baseline"]
     colorizing = sheet_systems or [s for s, _ in runners]
     result = EvalResult(
-        folder=Path(folder), threshold=threshold, semantic=semantic, systems=[s for s, _ in runners],
+        folder=Path(folder), threshold=threshold, semantic=semantic, systems=[s for s, _ in runners], against=against,
         sheet_columns=[GRAY, *(s.name for s in sheet_systems), GROUND_TRUTH],
     )
     if semantic:

@@ -4,8 +4,9 @@
 Markdown report print, so the two never disagree. ``write_report`` writes, into one folder:
 
 - ``per_image.csv``: one row per (photo, system) with every metric;
-- ``summary.json``: means per system, ``delta_cf`` and ``cf_gap`` labelled, accuracy curves;
-- ``summary.md``: the table in Markdown;
+- ``summary.json``: means per system, ``delta_cf`` and ``cf_gap`` labelled, accuracy curves, and
+  each system's paired differences from the reference system (``paired``);
+- ``summary.md``: both tables in Markdown;
 - ``contact_sheet.png``: gray | each system | ground truth, for the first and the worst photos;
 - ``accuracy_curve.png``: pixel accuracy over ab thresholds 0..150 per system (Pillow only).
 """
@@ -104,6 +105,34 @@ def table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _signed(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:+.2f}"
+
+
+def paired_title(result: EvalResult) -> str:
+    return (f"each system minus {result.against}, on the photos both scored: "
+            "mean difference [95 % paired bootstrap interval]")
+
+
+PAIRED_NOTE = ("An interval that spans 0 is a tie at this sample size. Bootstrap: 2,000 resamples of "
+               "the photos (seed 0), percentile interval.")
+
+
+def paired_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the paired comparison (:attr:`EvalResult.paired`), one row per system
+    other than the reference; no rows with a single system."""
+    from colorcli import metrics
+
+    headers = ["system", "photos", *(metrics.PAIRED_FIGURES[k].split(",")[0] for k in metrics.PAIRED_FIGURES),
+               "higher PSNR on"]
+    rows = []
+    for name, figs in result.paired.items():
+        cells = [f"{_signed(f['diff'])} [{_signed(f['low'])}, {_signed(f['high'])}]" for f in figs.values()]
+        wins = figs["psnr"]["wins"]
+        rows.append([name, str(figs["psnr"]["photos"]), *cells, "-" if not math.isfinite(wins) else f"{wins:.0%}"])
+    return headers, rows
+
+
 def markdown(result: EvalResult) -> str:
     """The summary table in Markdown, with what each colourfulness column means."""
     headers, rows = table(result)
@@ -122,6 +151,13 @@ def markdown(result: EvalResult) -> str:
               "- AuC: mean over thresholds 0..150 of the fraction of pixels with ab distance ≤ threshold"]
     if result.semantic:
         lines.append("- top-1/top-5: ImageNet EfficientNet-Lite0 on photos with a known Imagenette class")
+    headers, rows = paired_table(result)
+    if rows:
+        lines += ["", f"## Paired: {paired_title(result)}", "",
+                  "| " + " | ".join(headers) + " |",
+                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+        lines += ["", PAIRED_NOTE]
     notes = result.notes() + [reason for _, reason in result.failed]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -160,6 +196,9 @@ def summary_json(result: EvalResult) -> dict[str, Any]:
         },
         "notes": result.notes(),
     }
+    if len(result.systems) > 1:
+        data["paired"] = {"against": result.against, "note": PAIRED_NOTE,
+                          "labels": metrics.PAIRED_FIGURES, "systems": result.paired}
     if result.semantic:
         data["semantic_reference"] = {k: v.as_dict() for k, v in result.reference.items()}
     return _json_safe(data)

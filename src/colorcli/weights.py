@@ -206,9 +206,14 @@ def load_matching(model: ColorModel, path: Path) -> tuple[int, int]:
     return len(matched), len(ref)
 
 
-def load_named(name: str, weights: Path | None = None) -> ColorModel:
+def load_named(name: str | None, weights: Path | None = None) -> ColorModel:
     """Registered model ``name`` from ``weights`` (default: its shipped file); one clear error
-    for an unknown name (listing the valid ones) or a model with no weights."""
+    for an unknown name (listing the valid ones) or a model with no weights. ``name=None``: the
+    model ``weights`` holds, whichever it is."""
+    if name is None:
+        if weights is None:
+            raise ColorcliError("a weights file is needed when no model is named")
+        return load_weights(weights)
     if name not in list_models(include_test=True):
         create_model(name)  # raises UnknownModelError listing the valid names, even with weights
     if weights is None:

@@ -24,9 +24,10 @@ from colorcli.cli.common import (
 def eval_command(
     folder: Annotated[Path, typer.Argument(help="Folder of colour photos (the ground truth).")],
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate (repeatable). Default: mcl, unless --weights, --pred-dir or --baseline say what to score.")] = None,
-    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file: .safetensors runs on PyTorch, .onnx (from `colorcli export`, fp32 or --int8) on onnxruntime (repeatable; implies --model NAME).")] = None,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=FILE: evaluate model NAME from this weights file: .safetensors runs on PyTorch, .onnx (from `colorcli export`, fp32 or --int8) on onnxruntime (repeatable; implies --model NAME). A NAME that is no model's labels the file, which brings its own model: --weights old=a.safetensors --weights new=b.safetensors --against old.")] = None,
     pred_dir: Annotated[list[str] | None, typer.Option("--pred-dir", help="NAME=DIR: score finished predictions in DIR, matched to photos by file stem (or stem_color) (repeatable).")] = None,
     baseline: Annotated[Literal["gray"] | None, typer.Option("--baseline", help="Add a baseline row; gray: the neutral image with the photo's own L.")] = None,
+    against: Annotated[str | None, typer.Option("--against", help="System the others are compared with photo by photo (mean difference and its 95 % paired bootstrap interval). Default: gray with --baseline gray, else the first system.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N photos (sorted by name).")] = None,
     size: Annotated[int | None, typer.Option("--size", help="Short side the networks see, a multiple of 32 (default: each model's).")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Annealed-mean temperature for bin models.")] = None,
@@ -46,7 +47,7 @@ def eval_command(
     set_verbosity(quiet, verbose)
     require_torch("eval")
     from colorcli.evaluate import evaluate
-    from colorcli.report import summary_json, table, write_report
+    from colorcli.report import PAIRED_NOTE, paired_table, paired_title, summary_json, table, write_report
 
     with user_errors():
         check_temperature(temperature)
@@ -68,6 +69,7 @@ def eval_command(
                 weights=parse_named(weights or [], "--weights"),
                 pred_dirs=parse_named(pred_dir or [], "--pred-dir"),
                 baseline=baseline,
+                against=against,
                 limit=limit,
                 size=size,
                 temperature=temperature,
@@ -95,6 +97,14 @@ def eval_command(
         print_table(tbl)
         out.print("ΔCF = mean |CF(pred) − CF(gt)| per photo; CF gap = |mean CF(pred) − mean CF(gt)|",
                   markup=False, highlight=False)
+        headers, rows = paired_table(result)
+        if rows:
+            out.print(f"\nPaired: {safe_text(paired_title(result))}", markup=False, highlight=False)
+            tbl = result_table(*headers)
+            for row in rows:
+                tbl.add_row(*(safe_text(c) for c in row))
+            print_table(tbl)
+            out.print(PAIRED_NOTE, markup=False, highlight=False)
     if report is not None:
         with user_errors():
             paths = write_report(result, report)

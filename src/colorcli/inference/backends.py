@@ -116,8 +116,10 @@ class TorchBackend:
         self.bin_centres = np.asarray(info["centres"], np.float32) if info.get("kind") == "annealed_mean" else None
 
     @classmethod
-    def from_name(cls, name: str, weights: Path | None = None, *, device: str = "auto",
+    def from_name(cls, name: str | None, weights: Path | None = None, *, device: str = "auto",
                   temperature: float | None = None) -> TorchBackend:
+        """Model ``name`` from ``weights`` (default: its shipped file); ``name=None``: the model
+        ``weights`` holds."""
         from colorcli.weights import load_named
 
         return cls(load_named(name, weights), device=device, temperature=temperature)
@@ -248,11 +250,14 @@ class OnnxBackend:
         self.temperature = self.info.temperature
 
     @classmethod
-    def from_name(cls, name: str, onnx: Path | None = None, *, device: str = "auto",
+    def from_name(cls, name: str | None, onnx: Path | None = None, *, device: str = "auto",
                   threads: int | None = None, temperature: float | None = None) -> OnnxBackend:
-        """Model ``name`` from ``onnx`` (default: its shipped ``<name>.onnx``)."""
+        """Model ``name`` from ``onnx`` (default: its shipped ``<name>.onnx``); ``name=None``:
+        the model ``onnx`` holds."""
         from colorcli.paths import find_shipped, weights_dirs
 
+        if name is None and onnx is None:
+            raise ColorcliError("an ONNX file is needed when no model is named")
         if onnx is None:
             onnx = find_shipped(f"{name}.onnx")
             if onnx is None:
@@ -263,7 +268,7 @@ class OnnxBackend:
                     f"or install colorcli[train] for the torch backend"
                 )
         backend = cls(onnx, device=device, threads=threads, temperature=temperature)
-        if backend.info.model != name:
+        if name is not None and backend.info.model != name:
             raise WeightsError(f"{onnx}: holds model {backend.info.model!r}, not {name!r}")
         return backend
 

@@ -36,13 +36,14 @@ def torch_available() -> bool:
         return False
 
 
-def make_backend(name: str, *, weights: Path | None = None, backend: str = "auto",
+def make_backend(name: str | None, *, weights: Path | None = None, backend: str = "auto",
                  settings: InferenceSettings = InferenceSettings()) -> Backend:
     """The backend for model ``name``: ``torch`` (weights: a .safetensors file), ``onnx``
     (weights: a .onnx file) or ``auto``: the file's kind when weights are given; else
     onnxruntime when the model's ONNX twin is shipped and the settings allow it (no
     temperature override, which is baked into the twin, and not ``--device cuda`` or ``mps``), since it
-    is the faster one end to end (benchmarks/bench_colorize.py); else torch when installed."""
+    is the faster one end to end (benchmarks/bench_colorize.py); else torch when installed.
+    ``name=None`` takes the model that ``weights`` holds, whichever it is."""
     if backend not in BACKENDS:
         raise InferenceError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -76,9 +77,10 @@ class Colorizer:
         self.threads = settings.threads or min(4, os.cpu_count() or 1)
 
     @classmethod
-    def from_name(cls, name: str, *, weights: Path | None = None, backend: str = "auto",
+    def from_name(cls, name: str | None, *, weights: Path | None = None, backend: str = "auto",
                   settings: InferenceSettings = InferenceSettings()) -> Colorizer:
-        """Model ``name`` from ``weights`` (default: its shipped file) on ``backend``."""
+        """Model ``name`` from ``weights`` (default: its shipped file) on ``backend``; ``name=None``:
+        the model ``weights`` holds."""
         return cls(make_backend(name, weights=weights, backend=backend, settings=settings), settings)
 
     @classmethod
