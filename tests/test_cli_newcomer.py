@@ -109,6 +109,11 @@ def test_json_outputs_and_plain_tables(photo_dir, tiny_weights, tmp_path, monkey
     assert {m["model"] for m in doc["models"]} >= {"mcl", "l2"} and doc["weights_folders"]
     table = _run("models").stdout
     assert "\x1b[" not in table and not set("│┃━┏") & set(table)
+    # The headline figures of eval, from each file's metadata: mcl's row shows its CF gap.
+    mcl = next(m for m in doc["models"] if m["model"] == "mcl")
+    assert "CF gap" in table and "neutral" in table
+    row = next(line for line in table.splitlines() if line.startswith("mcl "))
+    assert f"{mcl['metrics']['cf_gap']:.2f}" in row.split() and f"{mcl['metrics']['neutral_chroma']:.2f}" in row.split()
     summary = tmp_path / "run.json"
     (photo_dir / "bad.png").write_bytes(b"nope")
     res = _run("colorize", photo_dir, "-o", tmp_path / "o", *_tiny(tiny_weights), "--summary", summary)

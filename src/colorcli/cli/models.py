@@ -15,7 +15,8 @@ from colorcli.cli.common import out, print_table, result_table, safe_text, user_
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, weights file, ONNX twin, metrics, training) instead of the table.")] = False,
 ) -> None:
-    """List models with their weights, ONNX twins and validation metrics.
+    """List models with their weights, ONNX twins and validation metrics (PSNR, ΔCF, CF gap and
+    neutral chroma on the set named, as `colorcli eval` computes them).
 
     Weights are looked for in $COLORCLI_WEIGHTS, then the installation's weights/ folder, then
     ./weights; the first folder holding NAME.safetensors wins.
@@ -23,8 +24,9 @@ def models(
     from colorcli.paths import find_shipped
     from colorcli.weights import default_weights_path, read_metadata, weights_dirs
 
-    table = result_table("model", "weights", "onnx", "val set", "val PSNR", "val ΔCF", "trained (to the kept step)",
-                         justify_right_from=4)
+    figures = ("psnr", "delta_cf", "cf_gap", "neutral_chroma")  # the headline figures of eval
+    table = result_table("model", "weights", "onnx", "val set", "PSNR", "ΔCF", "CF gap", "neutral",
+                         "trained (to the kept step)", justify_right_from=4)
     entries = []
     with user_errors():
         for name in model_names():
@@ -35,7 +37,7 @@ def models(
             if path is None:
                 entries.append({"model": name, "weights": None, "onnx": twin, "metrics": {},
                                 "training_minutes": None})
-                table.add_row(name, "-", onnx, "-", "-", "-", "not trained yet")
+                table.add_row(name, "-", onnx, "-", *("-" for _ in figures), "not trained yet")
                 continue
             meta = read_metadata(path)
             m, t = meta.get("metrics", {}), meta.get("training", {})
@@ -47,7 +49,7 @@ def models(
             spent = f"{minutes:g} min" if runs else "? min"
             if runs > 1:
                 spent += f" in {runs} runs"
-            table.add_row(name, safe_text(str(path)), onnx, safe_text(val or "-"), fmt(m.get("psnr")), fmt(m.get("delta_cf")),
+            table.add_row(name, safe_text(str(path)), onnx, safe_text(val or "-"), *(fmt(m.get(k)) for k in figures),
                           f"{spent}, {t.get('device', '?')}")
     if as_json:
         doc = {"weights_folders": [str(d) for d in weights_dirs()], "models": entries}
