@@ -348,10 +348,11 @@ def evaluate(
     ``models`` are registered names, loaded from ``weights[name]`` when given, else from their
     shipped weights; a name that only appears in ``weights`` is evaluated too, and one that is no
     registered model labels its file, which brings its own model (two files of one model side
-    by side: ``weights={"old": a, "new": b}``). ``pred_dirs``
-    maps a name to a folder of finished predictions. ``baseline="gray"`` adds the neutral image
-    with the photo's L. ``against`` names the system the others are compared with photo by photo
-    (:attr:`EvalResult.paired`; default the gray baseline when scored, else the first). ``tta`` and ``refine`` are the pipeline's switches for the models
+    by side: ``weights={"old": a, "new": b}``). ``pred_dirs`` maps a name to a folder of
+    finished predictions. ``baseline="gray"`` adds the neutral image with the photo's L.
+    ``against`` names the system the others are compared with photo by photo
+    (:attr:`EvalResult.paired`; default the gray baseline when scored, else the first system).
+    ``tta`` and ``refine`` are the pipeline's switches for the models
     (:class:`colorcli.inference.Colorizer`). ``sheet_count`` keeps thumbnails of the first and the worst (by mean
     ΔCF over the colorizing systems) that many photos for the contact sheet.
 

@@ -359,7 +359,9 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-# The figures paired_differences compares, with how to read them.
+# The figures paired_differences compares, with how to read them, and its bootstrap's defaults.
+PAIRED_RESAMPLES = 2000
+PAIRED_SEED = 0
 PAIRED_FIGURES = {
     "psnr": "PSNR (dB), higher is better",
     "delta_cf": "ΔCF, lower is better",
@@ -378,7 +380,7 @@ def _gap_diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def paired_differences(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], *,
-                       n_resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+                       n_resamples: int = PAIRED_RESAMPLES, seed: int = PAIRED_SEED) -> dict[str, dict[str, float]]:
     """How system ``b`` differs from system ``a`` on the photos both scored, with uncertainty.
 
     ``a`` and ``b`` map photo names to per-image metrics (:func:`image_metrics`). For each of
@@ -425,6 +427,8 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "METRIC_LABELS",
     "PAIRED_FIGURES",
+    "PAIRED_RESAMPLES",
+    "PAIRED_SEED",
     "Prepared",
     "ab_distance",
     "ab_error",

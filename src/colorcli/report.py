@@ -114,8 +114,11 @@ def paired_title(result: EvalResult) -> str:
             "mean difference [95 % paired bootstrap interval]")
 
 
-PAIRED_NOTE = ("An interval that spans 0 is a tie at this sample size. Bootstrap: 2,000 resamples of "
-               "the photos (seed 0), percentile interval.")
+def paired_note() -> str:
+    from colorcli import metrics
+
+    return (f"An interval that spans 0 is a tie at this sample size. Bootstrap: {metrics.PAIRED_RESAMPLES:,} "
+            f"resamples of the photos (seed {metrics.PAIRED_SEED}), percentile interval.")
 
 
 def paired_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
@@ -157,7 +160,7 @@ def markdown(result: EvalResult) -> str:
                   "| " + " | ".join(headers) + " |",
                   "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
         lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-        lines += ["", PAIRED_NOTE]
+        lines += ["", paired_note()]
     notes = result.notes() + [reason for _, reason in result.failed]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -197,7 +200,7 @@ def summary_json(result: EvalResult) -> dict[str, Any]:
         "notes": result.notes(),
     }
     if len(result.systems) > 1:
-        data["paired"] = {"against": result.against, "note": PAIRED_NOTE,
+        data["paired"] = {"against": result.against, "note": paired_note(),
                           "labels": metrics.PAIRED_FIGURES, "systems": result.paired}
     if result.semantic:
         data["semantic_reference"] = {k: v.as_dict() for k, v in result.reference.items()}

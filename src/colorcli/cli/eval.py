@@ -47,7 +47,7 @@ def eval_command(
     set_verbosity(quiet, verbose)
     require_torch("eval")
     from colorcli.evaluate import evaluate
-    from colorcli.report import PAIRED_NOTE, paired_table, paired_title, summary_json, table, write_report
+    from colorcli.report import paired_note, paired_table, paired_title, summary_json, table, write_report
 
     with user_errors():
         check_temperature(temperature)
@@ -104,7 +104,7 @@ def eval_command(
             for row in rows:
                 tbl.add_row(*(safe_text(c) for c in row))
             print_table(tbl)
-            out.print(PAIRED_NOTE, markup=False, highlight=False)
+            out.print(paired_note(), markup=False, highlight=False)
     if report is not None:
         with user_errors():
             paths = write_report(result, report)
