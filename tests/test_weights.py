@@ -13,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from colorcli import files
 from colorcli import weights as W
 from colorcli.errors import ImageWriteError, WeightsError
 from colorcli.models import create_model
@@ -222,11 +223,23 @@ def test_failed_save_keeps_the_old_file(mcl_file, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(W, "save_file", boom)
+    monkeypatch.setattr(files.os, "fsync", boom)  # the bytes are written; flushing them fails
     with pytest.raises(ImageWriteError, match=r"keep.safetensors: cannot write \(disk full\)"):  # one line, no traceback
         save_weights(create_model("test_l2"), path)
     assert path.read_bytes() == mcl_file.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.safetensors"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_saved_weights_take_the_umask_mode(tmp_path):
+    """A weights file is readable as any new file is (safetensors' own writer made it 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = save_weights(create_model("test_l2"), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert W.read_metadata(path)["arch"] == "test_l2"
 
 
 def test_default_weights_path_honours_the_environment(mcl_file, tmp_path, monkeypatch):

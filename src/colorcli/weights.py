@@ -30,7 +30,7 @@ from safetensors import safe_open
 from colorcli import __version__
 from colorcli.bounds import ConfigError, check_config
 from colorcli.errors import ColorcliError, UnknownModelError, WeightsError
-from colorcli.files import atomic_write
+from colorcli.files import atomic_write_bytes
 from colorcli.paths import find_shipped, weights_dirs  # noqa: F401 - weights_dirs re-exported
 
 if TYPE_CHECKING:  # torch is imported where tensors are loaded: `colorcli models` needs none
@@ -63,11 +63,14 @@ def tensors_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_file(tensors: dict[str, torch.Tensor], filename: str, *, metadata: dict[str, str]) -> None:
-    """safetensors' torch writer, imported on use (reading metadata needs no torch)."""
-    from safetensors.torch import save_file as write
+def serialise(tensors: dict[str, torch.Tensor], *, metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes (safetensors' torch serialiser, imported on use: reading
+    metadata needs no torch). They are written through :func:`colorcli.files.atomic_write_bytes`,
+    not safetensors' own file writer, which replaces the file with a private (0600) one: a
+    weights file gets the umask's mode like any other, and a full disk is an ``OSError``."""
+    from safetensors.torch import save
 
-    write(tensors, filename, metadata=metadata)
+    return save(tensors, metadata=metadata)
 
 
 def create_model(name: str, **kwargs) -> ColorModel:
@@ -121,7 +124,7 @@ def save_weights(
 
 
 def _save_atomic(state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write_bytes(path, serialise(state, metadata=meta))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
