@@ -136,31 +136,33 @@ def paired_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table: first column left, the others right-aligned."""
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731 - "ΔCF mean|·|" must not split a cell
+    return [
+        "| " + " | ".join(esc(h) for h in headers) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+        *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows),
+    ]
+
+
 def markdown(result: EvalResult) -> str:
     """The summary table in Markdown, with what each colourfulness column means."""
-    headers, rows = table(result)
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731 - "ΔCF mean|·|" must not split a cell
     lines = [
         f"# colorcli eval: {result.folder}",
         "",
         f"{len(result.images)} photo(s) scored, {len(result.failed)} unreadable; "
         f"pixel accuracy threshold {result.threshold:g} (ab units).",
         "",
-        "| " + " | ".join(esc(h) for h in headers) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+        *_markdown_table(*table(result)),
     ]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     lines += ["", f"- {CF_LABELS['delta_cf']}", f"- {CF_LABELS['cf_gap']}",
               "- AuC: mean over thresholds 0..150 of the fraction of pixels with ab distance ≤ threshold"]
     if result.semantic:
         lines.append("- top-1/top-5: ImageNet EfficientNet-Lite0 on photos with a known Imagenette class")
     headers, rows = paired_table(result)
     if rows:
-        lines += ["", f"## Paired: {paired_title(result)}", "",
-                  "| " + " | ".join(headers) + " |",
-                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-        lines += ["", paired_note()]
+        lines += ["", f"## Paired: {paired_title(result)}", "", *_markdown_table(headers, rows), "", paired_note()]
     notes = result.notes() + [reason for _, reason in result.failed]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -90,20 +90,13 @@ def eval_command(
     if as_json:
         out.print_json(json.dumps(summary_json(result), ensure_ascii=False))
     else:
-        headers, rows = table(result)
-        tbl = result_table(*headers, title=f"{len(result.images)} photo(s) from {safe_text(str(folder))}")
-        for row in rows:
-            tbl.add_row(*(safe_text(c) for c in row))
-        print_table(tbl)
+        _print_rows(*table(result), title=f"{len(result.images)} photo(s) from {safe_text(str(folder))}")
         out.print("ΔCF = mean |CF(pred) − CF(gt)| per photo; CF gap = |mean CF(pred) − mean CF(gt)|",
                   markup=False, highlight=False)
         headers, rows = paired_table(result)
         if rows:
             out.print(f"\nPaired: {safe_text(paired_title(result))}", markup=False, highlight=False)
-            tbl = result_table(*headers)
-            for row in rows:
-                tbl.add_row(*(safe_text(c) for c in row))
-            print_table(tbl)
+            _print_rows(headers, rows)
             out.print(paired_note(), markup=False, highlight=False)
     if report is not None:
         with user_errors():
@@ -112,3 +105,11 @@ def eval_command(
             out.print(safe_text(str(p)), markup=False, highlight=False)
     if result.failed:
         raise typer.Exit(1)
+
+
+def _print_rows(headers: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    """One table of formatted cells on stdout (boxed on a terminal, plain columns in a pipe)."""
+    tbl = result_table(*headers, title=title)
+    for row in rows:
+        tbl.add_row(*(safe_text(c) for c in row))
+    print_table(tbl)
