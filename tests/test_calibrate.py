@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from colorcli import metrics
-from colorcli.calibrate import GainRecorder, curve_at, fit_gain, log_gain_grid, measure_photo
+from colorcli.calibrate import GainRecorder, curve_at, fit_gain, log_gain_grid, measure_photo, rendered_log_gain
 from colorcli.inference import Colorizer, InferenceSettings
 from colorcli.models import create_model
 
@@ -29,7 +29,7 @@ def test_collected_curve_is_what_colorize_renders_at_each_gain(make_photo):
         features, curve, cf_true = measure_photo(col, recorder, rgb8, grid)
     finally:
         recorder.close()
-    assert features.shape == (model.cf_head.in_features,) and features.abs().sum() > 0
+    assert features.shape == (2, model.cf_head.in_features) and features.abs().sum() > 0  # the view, its mirror
     assert cf_true == pytest.approx(metrics.colourfulness(rgb8.astype(np.float32) / 255))
     assert not model.cf_head._forward_hooks  # the hook is gone: colorize applies the gain again
     for gain in (0.5, 1.0, 1.7):
@@ -38,6 +38,35 @@ def test_collected_curve_is_what_colorize_renders_at_each_gain(make_photo):
         rendered = metrics.colourfulness(col.colorize_rgb(rgb8.astype(np.float32) / 255))
         read = curve_at(torch.tensor([math.log(gain)], dtype=torch.float64), curve[None], grid)
         assert float(read) == pytest.approx(rendered, rel=2e-3)
+
+
+def test_views_with_their_own_gains_render_what_the_fit_reads(make_photo):
+    """With a head that gives the photo and its mirror image different gains (as a trained one
+    does), the colourfulness colorize renders is the curve read at :func:`rendered_log_gain`
+    of the recorded views (the mean of their gains), not at the gain of their mean input."""
+    torch.manual_seed(0)
+    model = create_model("test_mcl", cf_head=True).eval()
+    col = Colorizer.from_model(model, InferenceSettings())
+    rgb8 = make_photo(72, 100, seed=5)
+    grid = log_gain_grid(model)
+    recorder = GainRecorder(model.cf_head)
+    try:
+        features, curve, _ = measure_photo(col, recorder, rgb8, grid)
+    finally:
+        recorder.close()
+    with torch.no_grad():  # a head that tells the two views far apart
+        diff = features[0] - features[1]
+        model.cf_head.weight.copy_(diff / diff.square().sum())
+        model.cf_head.bias.fill_(-float(model.cf_head(features).mean()) + 0.2)
+        per_view = model.clamp_log_gain(model.cf_head(features))[:, 0]
+        assert float(per_view[0] - per_view[1]) > 0.8  # gains about 2.5 times apart
+        lg = rendered_log_gain(model, features[None])
+        of_mean = model.clamp_log_gain(model.cf_head(features.mean(dim=0)))
+    rendered = metrics.colourfulness(col.colorize_rgb(rgb8.astype(np.float32) / 255))
+    read = float(curve_at(lg.double(), curve[None], grid))
+    assert read == pytest.approx(rendered, rel=0.01)
+    wrong = float(curve_at(of_mean.double(), curve[None], grid))
+    assert abs(wrong - rendered) > 0.05 * rendered  # the old reading misses by far more
 
 
 def test_curve_at_is_exact_for_proportional_curves_and_interpolates():
@@ -67,7 +96,7 @@ def test_fit_gives_each_kind_of_photo_its_colourfulness(hidden):
     need = torch.where(kind == 1, torch.tensor(1.6), torch.tensor(0.8))
     grid = log_gain_grid(model)
     curves = decoded[:, None].double() * torch.exp(grid)[None]
-    report = fit_gain(model, features, curves, (decoded * need).double(), grid, groups=kind)
+    report = fit_gain(model, features[:, None], curves, (decoded * need).double(), grid, groups=kind)
     with torch.no_grad():
         gains = torch.exp(model.clamp_log_gain(model.cf_head(features))[:, 0])
     assert gains[kind == 1].mean() == pytest.approx(1.6, rel=0.03)

@@ -434,9 +434,15 @@ def test_calibrate_only_fits_the_gain_alone_and_resumes(cache, photos, make_phot
                data=data))
     res = train(_cfg(cache, part, max_steps=8, resume=str(T.checkpoint_path(part)), data=data))
     rows = T.load_checkpoint(res.checkpoint)["calibration"]
-    assert res.steps == 8 and rows["features"].shape[0] == 8
+    assert res.steps == 8 and rows["features"].shape[:2] == (8, 2)  # a row for each mirror view
     assert torch.equal(rows["index"][:5], ck["calibration"]["index"][:5])  # same order, same seed
     torch.testing.assert_close(rows["curves"][:5], ck["calibration"]["curves"][:5])
+    # A checkpoint collected before views were kept apart (one averaged row a photo) is refused.
+    old = T.load_checkpoint(res.checkpoint)
+    old["calibration"]["features"] = old["calibration"]["features"].mean(dim=1)
+    T._atomic_torch_save(old, res.checkpoint)
+    with pytest.raises(TrainingError, match="collect afresh"):
+        train(_cfg(cache, part, max_steps=9, resume=str(res.checkpoint), data=data))
     with pytest.raises(TrainingError, match="has no calibration part"):
         train(_cfg(cache, tmp_path / "third.safetensors", max_steps=1, init=str(first), calibrate_only=True,
                    data=data))

@@ -861,8 +861,8 @@ def train(cfg: TrainConfig, callbacks: TrainCallbacks | None = None) -> TrainRes
 # ---------------------------------------------------------------------------------------------
 # --calibrate-only (colorcli.calibrate)
 
-# What each photo collected gives, one row each: the head's input, the colourfulness curve, the
-# photo's own colourfulness, and which photo it was.
+# What each photo collected gives, one row each: the head's input for each view, the
+# colourfulness curve, the photo's own colourfulness, and which photo it was.
 _ROWS = ("features", "curves", "cf_true", "index")
 
 
@@ -885,6 +885,9 @@ def calibration_run(ts: TrainState, setup: TrainSetup, cb: TrainCallbacks) -> Tr
     elif len(order) != len(setup.data):
         raise TrainingError(f"{cfg.resume}: was collected from other photos "
                             f"({len(order)} then, {len(setup.data)} in {', '.join(cfg.data)} now)")
+    if "features" in saved and saved["features"].ndim != 3:
+        raise TrainingError(f"{cfg.resume}: was collected by an earlier colorcli (the head's input averaged over "
+                            "the mirror views, not one for each view); collect afresh, without --resume")
     rows: dict[str, list[torch.Tensor]] = {k: list(saved[k]) if k in saved else [] for k in _ROWS}
     done = len(rows["cf_true"])
     pos = int(saved["pos"]) if "pos" in saved else 0  # photos of ``order`` tried (gray, unreadable ones too)
