@@ -595,6 +595,9 @@ def test_select_by_psnr_and_switching_on_resume(cache, tmp_path, val_dir, monkey
     assert seen == [(1, True), (2, False), (3, True), (4, False)]
     assert res.best["step"] == 3 and read_metadata(out)["metrics"]["psnr"] == 21.0
     assert read_metadata(out)["training"]["select"] == "psnr"
+    # The file holds every validation up to the one it was kept at.
+    assert [(v["step"], v["psnr"]) for v in read_metadata(out)["training"]["validations"]] == \
+        [(1, 20.0), (2, 19.0), (3, 21.0)]
     # Resumed without --select: the checkpoint's choice (psnr) stays ...
     assert _ckpt(res.checkpoint)["config"]["select"] == "psnr"
     # ... and with --select loss it switches: step 5's loss 0.4 beats step 3's 2.0.

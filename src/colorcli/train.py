@@ -624,6 +624,8 @@ def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }
+    if ts.history:  # every validation up to the one these weights were kept at
+        meta["validations"] = ts.history
     if len(ts.sessions) > 1:
         meta["sessions"] = ts.sessions
     if ts.init_info:
