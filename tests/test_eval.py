@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from colorcli import metrics
+from colorcli import metrics, report
 from colorcli.cli import app
 from colorcli.errors import ColorcliError
 from colorcli.evaluate import (
@@ -167,7 +167,7 @@ def test_usage_errors(photos, tmp_path, tiny_weights):
         evaluate(photos, baseline="gray", pred_dirs={"x": photos}, against="mcl")
 
 
-def test_weights_label_brings_its_own_model_and_pairs(photos, tiny_weights):
+def test_weights_label_brings_its_own_model_and_pairs(photos, tiny_weights, monkeypatch):
     """--weights LABEL=FILE with a name no model has: the file's own model, under that label;
     the same file twice is a paired tie at exactly 0."""
     res = evaluate(photos, weights={"old": tiny_weights, "test_mcl": tiny_weights}, against="old", limit=3)
@@ -176,6 +176,10 @@ def test_weights_label_brings_its_own_model_and_pairs(photos, tiny_weights):
     assert {n: r["psnr"] for n, r in res.systems[0].rows.items()} == {n: r["psnr"] for n, r in res.systems[1].rows.items()}
     psnr = res.paired["test_mcl"]["psnr"]
     assert (psnr["diff"], psnr["low"], psnr["high"], psnr["photos"]) == (0, 0, 0, 3)
+    # So few photos: the note says the interval is rough; with enough photos it does not.
+    assert "Only 3 photos are paired" in report.paired_note(res)
+    monkeypatch.setattr(report, "PAIRED_FEW_PHOTOS", 3)
+    assert "Only" not in report.paired_note(res) and "tie at this sample size" in report.paired_note(res)
 
 
 def _rows(**figures) -> dict[str, dict[str, float]]:

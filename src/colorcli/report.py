@@ -114,11 +114,21 @@ def paired_title(result: EvalResult) -> str:
             "mean difference [95 % paired bootstrap interval]")
 
 
-def paired_note() -> str:
+# Below this many paired photos the percentile bootstrap's interval is rough (too narrow, as a
+# rule), and the note says so.
+PAIRED_FEW_PHOTOS = 30
+
+
+def paired_note(result: EvalResult) -> str:
     from colorcli import metrics
 
-    return (f"An interval that spans 0 is a tie at this sample size. Bootstrap: {metrics.PAIRED_RESAMPLES:,} "
+    note = (f"An interval that spans 0 is a tie at this sample size. Bootstrap: {metrics.PAIRED_RESAMPLES:,} "
             f"resamples of the photos (seed {metrics.PAIRED_SEED}), percentile interval.")
+    fewest = min((figs["psnr"]["photos"] for figs in result.paired.values()), default=PAIRED_FEW_PHOTOS)
+    if fewest < PAIRED_FEW_PHOTOS:
+        note += (f" Only {fewest} photos are paired: with fewer than {PAIRED_FEW_PHOTOS} the interval is rough "
+                 "(usually too narrow); score more photos before trusting it.")
+    return note
 
 
 def paired_table(result: EvalResult) -> tuple[list[str], list[list[str]]]:
@@ -162,7 +172,7 @@ def markdown(result: EvalResult) -> str:
         lines.append("- top-1/top-5: ImageNet EfficientNet-Lite0 on photos with a known Imagenette class")
     headers, rows = paired_table(result)
     if rows:
-        lines += ["", f"## Paired: {paired_title(result)}", "", *_markdown_table(headers, rows), "", paired_note()]
+        lines += ["", f"## Paired: {paired_title(result)}", "", *_markdown_table(headers, rows), "", paired_note(result)]
     notes = result.notes() + [reason for _, reason in result.failed]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -202,7 +212,7 @@ def summary_json(result: EvalResult) -> dict[str, Any]:
         "notes": result.notes(),
     }
     if len(result.systems) > 1:
-        data["paired"] = {"against": result.against, "note": paired_note(),
+        data["paired"] = {"against": result.against, "note": paired_note(result),
                           "labels": metrics.PAIRED_FIGURES, "systems": result.paired}
     if result.semantic:
         data["semantic_reference"] = {k: v.as_dict() for k, v in result.reference.items()}

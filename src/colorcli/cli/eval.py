@@ -97,7 +97,7 @@ def eval_command(
         if rows:
             out.print(f"\nPaired: {safe_text(paired_title(result))}", markup=False, highlight=False)
             _print_rows(headers, rows)
-            out.print(paired_note(), markup=False, highlight=False)
+            out.print(paired_note(result), markup=False, highlight=False)
     if report is not None:
         with user_errors():
             paths = write_report(result, report)
