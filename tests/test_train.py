@@ -578,6 +578,18 @@ def test_real_validation_and_best_selection(cache, tmp_path, val_dir, monkeypatc
     assert [h["step"] for h in _ckpt(res2.checkpoint)["history"]] == [1, 2, 3, 4, 5]
 
 
+def test_weights_metadata_keeps_only_the_latest_validations(cache, tmp_path, val_dir, monkeypatch):
+    """However often a run validates, the file holds only the latest META_VALIDATIONS of them,
+    so its header stays far inside what a reader accepts; the checkpoint keeps them all."""
+    losses = iter([3.0, 2.0, 1.0])
+    monkeypatch.setattr(T, "validate", lambda model, val, device: {"loss": next(losses)})
+    monkeypatch.setattr(T, "META_VALIDATIONS", 2)
+    out = tmp_path / "w.safetensors"
+    res = train(_cfg(cache, out, max_steps=3, val=str(val_dir), val_every_minutes=0.0, select="loss"))
+    assert [v["step"] for v in read_metadata(out)["training"]["validations"]] == [2, 3]
+    assert [h["step"] for h in _ckpt(res.checkpoint)["history"]] == [1, 2, 3]
+
+
 def test_select_by_psnr_and_switching_on_resume(cache, tmp_path, val_dir, monkeypatch):
     """--select psnr keeps the highest PSNR (not the lowest loss); a resume can switch what it
     keeps from then on, and the training itself goes on the same."""

@@ -599,6 +599,12 @@ def save_checkpoint(ts: TrainState, setup: TrainSetup) -> None:
     )
 
 
+# The most validations a weights file's metadata holds (the latest): about 300 bytes each, far
+# inside the reader's header limit (weights.MAX_HEADER_BYTES) however long and often a run
+# validates. The checkpoint and the log keep them all.
+META_VALIDATIONS = 200
+
+
 def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
     """How the weights were trained, for their metadata."""
     cfg, device = setup.cfg, setup.device
@@ -624,8 +630,8 @@ def training_meta(ts: TrainState, setup: TrainSetup) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": sys.version.split()[0],
     }
-    if ts.history:  # every validation up to the one these weights were kept at
-        meta["validations"] = ts.history
+    if ts.history:  # the validations up to the one these weights were kept at (the latest ones)
+        meta["validations"] = ts.history[-META_VALIDATIONS:]
     if len(ts.sessions) > 1:
         meta["sessions"] = ts.sessions
     if ts.init_info:
