@@ -99,9 +99,9 @@ def rendered_log_gain(model: ColorModel, features: torch.Tensor) -> torch.Tensor
     ``(N,)``. Each view gets its own gain (the head sees that view alone) and mirror averaging
     averages the gained chroma of the views, so the photo's chroma is the decoded chroma times
     the mean of the views' gains (where the views' decoded chroma agree). Fitting the gain of
-    the views' mean input instead left what colorize rendered 1.4 % more colourful than the
-    fit, on average (the mean of the views' gains is above the gain of their mean input;
-    measured on 40 train/ photos with the 2026-12-05 head, 2026-12-06)."""
+    the views' mean input instead read about 1 % less colour than colorize rendered (the mean
+    of the views' gains is above the gain of their mean input) and missed the rendered
+    colourfulness by three times as much: ``benchmarks/gain_views.py``."""
     head = model.gain_head()
     lg = model.clamp_log_gain(head(features))[..., 0]  # (N, V)
     return torch.logsumexp(lg, dim=1) - math.log(lg.shape[1])
