@@ -9,15 +9,21 @@ script colorizes photos both ways, through the real inference path, and prints a
 - how much the mean of the views' gains (what ``colorize`` applies) exceeds the gain of their
   mean input (what the calibration read before 2026-12-06);
 - the mean |read − rendered| colourfulness for each reading (``rendered_log_gain``, today's,
-  and the gain of the mean input).
+  and the gain of the mean input);
+- the gain ``colorize`` applied (min, mean, max) and the photos whose gain is near the bound.
 
-    python benchmarks/gain_views.py ../shared/data/train --photos 40
+The two readings compare renders with each other, not with the photo's colours, so with
+``--keep-gray`` a folder of black-and-white photos works too.
+
+    python benchmarks/gain_views.py ../shared/data/train --photos 300
+    python benchmarks/gain_views.py ../shared/data/historical --keep-gray --photos 40
     python benchmarks/gain_views.py DIR --weights FILE --photos 100 --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 from pathlib import Path
@@ -34,7 +40,8 @@ from colorcli.weights import load_named
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path, help="a folder of colour photos (searched like --data FOLDER; gray ones are skipped)")
+    ap.add_argument("folder", type=Path, help="a folder of photos (searched like --data FOLDER)")
+    ap.add_argument("--keep-gray", action="store_true", help="use gray photos too (skipped by default, as calibration does)")
     ap.add_argument("--weights", type=Path, default=None, help="an mcl file with a gain head (default: the shipped one)")
     ap.add_argument("--photos", type=int, default=40, help="how many photos, chosen at random (default 40)")
     ap.add_argument("--seed", type=int, default=0)
@@ -52,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(args.seed).shuffle(order)
     col = Colorizer.from_model(model, InferenceSettings())
     grid = log_gain_grid(model)
-    spread, excess, err_views, err_mean, used = [], [], [], [], 0
+    spread, excess, err_views, err_mean, gains = [], [], [], [], {}
     for i in order:
-        if used == args.photos:
+        if len(gains) == args.photos:
             break
-        rgb8 = photos.read(i)
+        rgb8 = photos.read(i, keep_gray=args.keep_gray)
         if rgb8 is None:
-            continue  # a gray photo: nothing to calibrate on
+            continue  # a gray photo: calibration skips it
         recorder = GainRecorder(head)
         try:
             with torch.no_grad():
@@ -74,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         excess.append(float(torch.exp(applied - of_mean)) - 1)
         err_views.append(abs(float(curve_at(applied.double(), curve[None], grid)) - rendered))
         err_mean.append(abs(float(curve_at(of_mean.double(), curve[None], grid)) - rendered))
-        used += 1
-    if not used:
-        print(f"{args.folder}: no colour photos", file=sys.stderr)
+        gains[photos.paths[i].name] = float(torch.exp(applied))
+    if not gains:
+        print(f"{args.folder}: no colour photos (--keep-gray uses gray ones too)", file=sys.stderr)
         return 2
-    print(f"{used} photos of {args.folder}, weights {args.weights or 'shipped mcl'}\n")
+    print(f"{len(gains)} photos of {args.folder}, weights {args.weights or 'shipped mcl'}\n")
     print("| figure | mean | max |")
     print("|---|---|---|")
     for label, vals in (("log-gain spread between the views", spread),
@@ -86,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                         ("abs(read - rendered) CF, each view its own gain (today's fit)", err_views),
                         ("abs(read - rendered) CF, the gain of the mean input (before)", err_mean)):
         print(f"| {label} | {np.mean(vals):.3f} | {np.max(vals):.3f} |")
+    bound = math.exp(float(model.clamp_log_gain(torch.tensor(1e6))))
+    near = sorted(name for name, g in gains.items() if g >= 0.97 * bound)
+    values = list(gains.values())
+    print(f"\ngain applied: mean {np.mean(values):.2f}, min {min(values):.2f}, max {max(values):.2f} "
+          f"(bound {bound:.2f}); {len(near)} within 3 % of the bound{': ' + ', '.join(near) if near else ''}")
     return 0
 
 

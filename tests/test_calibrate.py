@@ -111,7 +111,8 @@ def test_fit_gives_each_kind_of_photo_its_colourfulness(hidden):
 
 def test_photo_files_keep_shape_cap_large_scans_and_skip_gray(tmp_path, make_photo):
     """Calibration photos are read at their own size and shape; a large scan's long side is
-    reduced to ``max_side`` (aspect kept); a gray photo reads as None; folders are indexed."""
+    reduced to ``max_side`` (aspect kept); a gray photo reads as None unless kept; folders are
+    indexed."""
     from PIL import Image
 
     from colorcli.data import PhotoFiles
@@ -125,3 +126,4 @@ def test_photo_files_keep_shape_cap_large_scans_and_skip_gray(tmp_path, make_pho
     shapes = {p.name: (None if (r := files.read(i)) is None else r.shape) for i, p in enumerate(files.paths)}
     assert shapes == {"small.png": (60, 90, 3), "wide.png": (75, 200, 3), "gray.png": None}
     assert files.folder_index.tolist() == [0, 0, 1]
+    assert files.read(files.paths.index(b / "gray.png"), keep_gray=True).shape == (50, 70, 3)  # asked for

@@ -181,14 +181,15 @@ class PhotoFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def read(self, i: int) -> np.ndarray | None:
+    def read(self, i: int, *, keep_gray: bool = False) -> np.ndarray | None:
         """Photo ``i`` as uint8 ``(H, W, 3)``, or None when it is (near-)grayscale (as
-        :func:`prepare` skips them); a :class:`ColorcliError` naming the file when unreadable."""
+        :func:`prepare` skips them) unless ``keep_gray``; a :class:`ColorcliError` naming the
+        file when unreadable."""
         img = read_rgb(self.paths[i])
         if max(img.size) > self.max_side:
             img.thumbnail((self.max_side, self.max_side), Image.Resampling.LANCZOS)
         rgb = np.asarray(img)
-        return None if _looks_gray(_pooled_ab(rgb)) else rgb
+        return None if not keep_gray and _looks_gray(_pooled_ab(rgb)) else rgb
 
 
 def _decode_cache(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
