@@ -49,7 +49,9 @@ FIT_LR = 0.01
 # Weight of the term that matches each group's (photo folder's) mean colourfulness, beside the
 # per-photo deviance: held out of 7,413 training photos (then collected from square crops of
 # train/ + extra/ and of diverse/), the deviance alone left both groups 1-3 CF short on average;
-# weight 3 brought each within 0.6 at a 1 % higher deviance (runs/s11/groups.py, 2026-12-05).
+# weight 3 brought each within 0.6 at a 1 % higher deviance (2026-12-05, by a session script
+# not kept in the repository; a calibration run writes its own held-out figures into the
+# weights' metadata).
 GROUP_WEIGHT = 3.0
 
 

@@ -62,7 +62,7 @@ class ColorNetConfig(ModelConfig):
     cf_head: bool = False
     # The gain head's hidden ReLU units (0: a linear map). One hidden layer of 32 fitted held-out
     # training photos better than the linear map (half Poisson deviance 4.78 against 5.44, 1,482
-    # photos held out of 7,413; runs/s11/groups.py, 2026-12-05).
+    # photos held out of 7,413; 2026-12-05, by a session script not kept in the repository).
     cf_hidden: int = 0
     default_size: int = 160
 
